@@ -1,0 +1,226 @@
+"""Grain input pipeline: decode, resize/crop/flip/normalise both views, tokenise, label targets, batch.
+
+Images follow R2Gen (GUIDE sec. 3): train = resize the shorter side to ``resize_size`` (256), random crop
+``image_size`` (224), random horizontal flip, ImageNet mean/std; eval = resize to ``image_size`` square.
+Each view gets its own random crop and flip, as in R2Gen's ``IuxrayMultiImageDataset``. A flip swaps the
+patient's sides, which contradicts laterality in the labels and reports ("right upper lobe"); R2Gen flips
+anyway, so ``random_flip`` defaults to True for IU X-Ray and the synthetic configs turn it off.
+
+Every element has static shapes:
+
+  images        float32 [2, S, S, 3]   frontal, lateral
+  report_ids    int32   [L]            [0] + token ids + [0], zero-padded / truncated to L = 60
+  report_mask   float32 [L]            1 on BOS, tokens and EOS
+  label_ids     int32   [N + 1]        [0] + label token ids + [0] for the GRU (N = 5 steps)
+  label_mask    float32 [N + 1]
+  label_targets float32 [num_labels]   multi-hot targets of the classification head
+  index         int32   []             position in the split (``SplitIndex.ids[index]`` is the id)
+  mask          float32 []             0 for the padding examples of the eval path, else 1
+
+Training: the split (optionally filtered, e.g. to stage 1's simple-pattern reports) is cut into one
+contiguous shard per host (``jax.process_index()``), shuffled with a seed and a new order per epoch,
+repeated forever, batched to the per-host batch with the remainder dropped. Evaluation: ordered, padded
+to a multiple of the global batch with masked copies so that no example is dropped or counted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Callable, Mapping, Sequence
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from jpg_jax import labels as labels_lib
+from jpg_jax import text
+from jpg_jax.datasets import common
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def _str(x) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def open_split(name: str, split: str, data_dir: str):
+  """A random-access source whose images stay PNG bytes (decoded by the pipeline's own workers)."""
+  import jpg_jax.datasets  # noqa: F401  (registers the builders)
+  decoders = {v: tfds.decode.SkipDecoding() for v in common.VIEWS}
+  return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
+
+
+@dataclasses.dataclass
+class SplitIndex:
+  """The text side of a split, read once: ids, patients, cleaned findings and MeSH terms per example."""
+  ids: list[str]
+  patient_ids: list[str]
+  reports: list[str]        # cleaned with text.clean_report_iu_xray
+  mesh: list[list[str]]
+
+  @classmethod
+  def read(cls, source) -> "SplitIndex":
+    ids, patients, reports, mesh = [], [], [], []
+    for i in range(len(source)):
+      ex = source[i]
+      ids.append(_str(ex["id"]))
+      patients.append(_str(ex["patient_id"]))
+      reports.append(text.clean_report_iu_xray(_str(ex["findings"])))
+      mesh.append([_str(t) for t in ex["mesh"]])
+    return cls(ids, patients, reports, mesh)
+
+  @classmethod
+  def from_reports(cls, items) -> "SplitIndex":
+    """From ``(example id, openi.Report)`` pairs, as the iu_xray builder writes them."""
+    return cls([i for i, _ in items], [r.uid for _, r in items],
+               [text.clean_report_iu_xray(r.findings) for _, r in items],
+               [list(r.mesh_major) for _, r in items])
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+
+# ------------------------------------------------------------------------------------------ images
+def decode_view(png: bytes | np.ndarray) -> Image.Image:
+  if isinstance(png, np.ndarray) and png.dtype != np.uint8:  # Not expected: SkipDecoding gives bytes.
+    png = png.tobytes()
+  if isinstance(png, np.ndarray):
+    return Image.fromarray(png.reshape(png.shape[:2]))
+  return Image.open(io.BytesIO(png)).convert("L")
+
+
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+  """torchvision ``Resize(size)``: the shorter side becomes ``size``, the aspect ratio is kept."""
+  w, h = img.size
+  if w <= h:
+    return img.resize((size, int(size * h / w)), Image.BILINEAR)
+  return img.resize((int(size * w / h), size), Image.BILINEAR)
+
+
+def normalise(img: Image.Image) -> np.ndarray:
+  x = np.asarray(img, np.float32)[..., None] / 255.0
+  return (np.repeat(x, 3, axis=-1) - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def train_view(png, rng: np.random.Generator, image_size: int, resize_size: int, flip: bool) -> np.ndarray:
+  img = resize_shorter(decode_view(png), resize_size)
+  w, h = img.size
+  x0, y0 = int(rng.integers(0, w - image_size + 1)), int(rng.integers(0, h - image_size + 1))
+  img = img.crop((x0, y0, x0 + image_size, y0 + image_size))
+  if flip and rng.random() < 0.5:
+    img = img.transpose(Image.FLIP_LEFT_RIGHT)
+  return normalise(img)
+
+
+def eval_view(png, image_size: int) -> np.ndarray:
+  return normalise(decode_view(png).resize((image_size, image_size), Image.BILINEAR))
+
+
+# ------------------------------------------------------------------------------------------ targets
+@dataclasses.dataclass
+class Targets:
+  """Text and label targets of one example; ``assigned`` overrides a report's label (stage 2's mining)."""
+  vocab: text.Vocabulary
+  max_seq_length: int = 60
+  label_set: labels_lib.LabelSet | None = None
+  label_steps: int = labels_lib.MAX_LABEL_TOKENS
+  assigned: Mapping[str, labels_lib.Label] | None = None
+
+  def __call__(self, split: SplitIndex, index: int) -> dict[str, np.ndarray]:
+    ids, mask = self.vocab.encode_padded(split.reports[index], self.max_seq_length)
+    out = {"report_ids": ids, "report_mask": mask}
+    ls = self.label_set or labels_lib.LabelSet([])
+    terms = split.mesh[index]
+    label = (self.assigned or {}).get(split.ids[index]) or ls.primary(terms)
+    out["label_ids"], out["label_mask"] = ls.encode_sequence(label, self.label_steps)
+    out["label_targets"] = ls.multi_hot(terms)
+    if label is not None and label in ls.index:
+      out["label_targets"][ls.index[label]] = 1.0
+    return out
+
+
+# ------------------------------------------------------------------------------------------ datasets
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+  image_size: int = 224
+  resize_size: int = 256
+  random_flip: bool = True
+
+
+class _Example:
+  """Maps a position of the split to a processed example (train: random, eval: deterministic)."""
+
+  def __init__(self, source, split: SplitIndex, targets: Targets, image: ImageOptions):
+    self.source, self.split, self.targets, self.image = source, split, targets, image
+
+  def __call__(self, index: int, rng: np.random.Generator | None, mask: float = 1.0):
+    raw = self.source[int(index)]
+    if rng is None:
+      views = [eval_view(raw[v], self.image.image_size) for v in common.VIEWS]
+    else:
+      views = [train_view(raw[v], rng, self.image.image_size, self.image.resize_size,
+                          self.image.random_flip) for v in common.VIEWS]
+    out = self.targets(self.split, int(index))
+    out.update(images=np.stack(views), index=np.int32(index), mask=np.float32(mask))
+    return out
+
+
+def host_shard(indices: Sequence[int], process_index: int, process_count: int) -> list[int]:
+  """A contiguous, nearly equal share of ``indices`` for one host."""
+  n = len(indices)
+  lo, hi = process_index * n // process_count, (process_index + 1) * n // process_count
+  return list(indices[lo:hi])
+
+
+def train_dataset(source, split: SplitIndex, targets: Targets, *, batch_size: int, seed: int,
+                  image: ImageOptions = ImageOptions(), indices: Sequence[int] | None = None,
+                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """Infinite, shuffled (new order each epoch), per-host batches of ``batch_size`` examples.
+
+  ``indices`` restricts training to some examples (stage 1: the simple-pattern reports).
+  """
+  indices = list(range(len(split))) if indices is None else list(indices)
+  shard = host_shard(indices, process_index, process_count)
+  if len(shard) < batch_size:
+    raise ValueError(f"Host {process_index} has {len(shard)} examples, fewer than its batch {batch_size}.")
+  example = _Example(source, split, targets, image)
+  ds = grain.MapDataset.source(shard).seed(seed).shuffle().repeat(None)
+  ds = ds.random_map(lambda i, rng: example(i, rng))
+  return ds.batch(batch_size, drop_remainder=True)
+
+
+def eval_dataset(source, split: SplitIndex, targets: Targets, *, global_batch_size: int,
+                 image: ImageOptions = ImageOptions(), indices: Sequence[int] | None = None,
+                 process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """Ordered batches covering every example once; the last global batch is padded with mask 0.
+
+  Every host gets the same number of batches of ``global_batch_size // process_count`` examples.
+  """
+  if global_batch_size % process_count:
+    raise ValueError(f"Global batch {global_batch_size} does not split over {process_count} hosts.")
+  indices = list(range(len(split))) if indices is None else list(indices)
+  padded = -(-len(indices) // global_batch_size) * global_batch_size
+  slots = [(i, 1.0) for i in indices] + [(indices[0], 0.0)] * (padded - len(indices))
+  per_host = padded // process_count
+  mine = slots[process_index * per_host:(process_index + 1) * per_host]
+  example = _Example(source, split, targets, image)
+  ds = grain.MapDataset.source(mine).map(lambda s: example(s[0], None, s[1]))
+  return ds.batch(global_batch_size // process_count, drop_remainder=False)
+
+
+def to_iter(ds: grain.MapDataset, worker_count: int = 0, prefetch: int = 2) -> grain.DatasetIterator:
+  """A checkpointable iterator (``get_state``/``set_state``), with worker processes if asked."""
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(prefetch, 1), prefetch_buffer_size=prefetch))
+  if worker_count > 0:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return iter(it_ds)
+
+
+def example_shapes(image_size: int, max_seq_length: int, label_steps: int, num_labels: int) -> dict:
+  """Per-example shapes, for building models and shardings before any data is read."""
+  return {"images": (2, image_size, image_size, 3), "report_ids": (max_seq_length,),
+          "report_mask": (max_seq_length,), "label_ids": (label_steps + 1,),
+          "label_mask": (label_steps + 1,), "label_targets": (num_labels,), "index": (), "mask": ()}

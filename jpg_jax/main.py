@@ -1,0 +1,65 @@
+"""jpg-jax entry point: ``python -m jpg_jax.main --config=configs/jpg.py[:variant] --workdir=DIR --mode=M``.
+
+Modes:
+  stats   Table 1 (images, reports, patients, average report length per split) for the config's dataset,
+          building the dataset first if it is not there yet.
+"""
+
+from __future__ import annotations
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+_MODE = flags.DEFINE_enum("mode", "stats", ["stats"], "What to run.")
+
+
+def run_stats(config) -> str:
+  """Table 1 of the built dataset; for iu_xray without images, from the report sources alone."""
+  from etils import epath
+  from jpg_jax import datasets
+  from jpg_jax import input_pipeline
+  from jpg_jax import stats
+  from jpg_jax.datasets import iu_xray
+
+  name, data_dir = config.dataset.name, config.dataset.data_dir
+  builder = datasets.get_builder(name, data_dir)
+  note = ""
+  if not builder.is_prepared() and name.startswith("iu_xray/") and not (
+      epath.Path(config.dataset.manual_dir) / "images").exists():
+    splits, excluded = iu_xray.splits_from_sources(name.split("/", 1)[1], config.dataset.manual_dir)
+    indices = {s: input_pipeline.SplitIndex.from_reports(items) for s, items in splits.items()}
+    metadata = {"excluded": dict(excluded)}
+    note = "\n(from the report sources in the manual dir: the image dataset is not built)"
+  else:
+    builder = datasets.prepare(name, data_dir, config.dataset.manual_dir)
+    indices = {s: input_pipeline.SplitIndex.read(input_pipeline.open_split(name, s, data_dir))
+               for s in builder.info.splits}
+    metadata = builder.info.metadata or {}
+  order = {"train": 0, "val": 1, "test": 2}
+  rows = sorted((stats.split_stats(s, idx) for s, idx in indices.items()),
+                key=lambda r: order.get(r.split, 3))
+  table = stats.format_table(name, rows)
+  for key in ("excluded", "skipped"):
+    if metadata.get(key):
+      table += f"\n{key}: {dict(metadata[key])}"
+  return table + note
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  config = _CONFIG.value
+  logging.info("JAX %s, %d process(es), %d device(s).", jax.__version__, jax.process_count(),
+               jax.device_count())
+  if _MODE.value == "stats":
+    print(run_stats(config))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

@@ -1,0 +1,179 @@
+"""The Open-i parser and the iu_xray builder on the real report archive and R2Gen split."""
+
+import collections
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from jpg_jax import datasets
+from jpg_jax import text
+from jpg_jax.datasets import common
+from jpg_jax.datasets import iu_xray
+from jpg_jax.datasets import openi
+
+
+def test_parses_all_3955_reports(iu_reports):
+  assert len(iu_reports) == 3955
+  with_findings = [r for r in iu_reports.values() if r.findings]
+  assert len(with_findings) == 3425
+  assert sum(len(r.image_ids) for r in iu_reports.values()) == 7470
+  assert sum(r.mesh_major == ("normal",) for r in with_findings) == 1206
+  assert len({t for r in iu_reports.values() for t in r.mesh_major}) == 1719
+  r = iu_reports["1"]
+  assert r.indication == "Positive TB test" and r.impression == "Normal chest x-XXXX."
+  assert r.image_ids == ("CXR1_1_IM-0001-3001", "CXR1_1_IM-0001-4001")
+
+
+def test_exclusion_counts(iu_reports):
+  kept, excluded = openi.select_reports(iu_reports.values())
+  assert len(kept) == 3425 and excluded == {"no_findings": 530}
+  kept, excluded = openi.select_reports(iu_reports.values(), exclude_no_indexing=True, min_images=2)
+  assert len(kept) == 2885
+  assert excluded == {"no_findings": 530, "fewer_images": 450, "mesh_no_indexing": 90}
+
+
+def test_r2gen_split_matches_the_archive(iu_reports, r2gen_annotation):
+  splits, excluded = iu_xray.r2gen_splits(r2gen_annotation, iu_reports)
+  assert {k: len(v) for k, v in splits.items()} == {"train": 2069, "val": 296, "test": 590}
+  assert not excluded
+  for split, entries in r2gen_annotation.items():
+    for entry, (example_id, report) in zip(entries, splits[split]):
+      assert example_id == entry["id"]
+      assert " ".join(report.findings.split()) == " ".join(entry["report"].split())
+
+
+def test_paper_split_is_70_10_20_by_patient_and_seeded(iu_reports):
+  splits, _ = iu_xray.paper_splits(iu_reports, seed=0)
+  sizes = {k: len(v) for k, v in splits.items()}
+  assert sizes == {"train": 2019, "val": 288, "test": 578}
+  uids = [{r.uid for _, r in v} for v in splits.values()]
+  assert not (uids[0] & uids[1] or uids[0] & uids[2] or uids[1] & uids[2])
+  again, _ = iu_xray.paper_splits(iu_reports, seed=0)
+  other, _ = iu_xray.paper_splits(iu_reports, seed=1)
+  assert again == splits and other != splits
+
+
+# ---------------------------------------------------------------------------- building with images
+def _png(value: int, size=(6, 5)) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(np.full(size, value, np.uint8)).save(buf, "PNG")
+  return buf.getvalue()
+
+
+def _r2gen_manual_dir(root, iu_xray_dir, annotation, ids=None):
+  """R2Gen's layout with placeholder PNGs under the real file names; the shared files linked in place."""
+  root.mkdir(parents=True, exist_ok=True)
+  (root / openi.REPORTS_ARCHIVE).symlink_to(iu_xray_dir / openi.REPORTS_ARCHIVE)
+  if ids is not None:
+    annotation = {s: [e for e in v if e["id"] in ids] for s, v in annotation.items()}
+    (root / "annotation.json").write_text(json.dumps(annotation))
+  else:
+    (root / "annotation.json").symlink_to(iu_xray_dir / "r2gen_annotation.json")
+  for split in annotation.values():
+    for k, e in enumerate(split):
+      for view, rel in enumerate(e["image_path"]):
+        path = root / "images" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_png((k * 7 + view) % 256))
+  return root
+
+
+def _build(name, data_dir, manual_dir, **kwargs):
+  return datasets.prepare(name, str(data_dir), str(manual_dir), **kwargs)
+
+
+def test_build_r2gen_split_counts(tmp_path, iu_xray_dir, r2gen_annotation):
+  manual = _r2gen_manual_dir(tmp_path / "manual", iu_xray_dir, r2gen_annotation)
+  builder = _build("iu_xray/r2gen", tmp_path / "tfds", manual)
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+      "train": 2069, "val": 296, "test": 590}
+  source = builder.as_data_source("val")
+  ex = source[0]
+  assert ex["frontal"].shape == (6, 5, 1) and ex["lateral"].dtype == np.uint8
+  by_id = {e["id"]: e for e in r2gen_annotation["val"]}
+  e = by_id[ex["id"].decode()]
+  assert ex["findings"].decode().split() == e["report"].split()
+  assert len(ex["mesh"]) >= 1
+  # The text pipeline sees exactly R2Gen's training reports: the 760-token vocabulary.
+  train = builder.as_data_source("train", decoders={v: tfds.decode.SkipDecoding() for v in common.VIEWS})
+  vocab = text.Vocabulary.build(text.clean_report_iu_xray(train[i]["findings"].decode())
+                                for i in range(len(train)))
+  assert len(vocab) == 760
+
+
+@pytest.fixture
+def small_manual(tmp_path, iu_xray_dir, r2gen_annotation):
+  ids = ({e["id"] for e in r2gen_annotation["train"][:6]} | {e["id"] for e in r2gen_annotation["val"][:1]}
+         | {e["id"] for e in r2gen_annotation["test"][:2]})
+  return _r2gen_manual_dir(tmp_path / "manual", iu_xray_dir, r2gen_annotation, ids), sorted(ids)
+
+
+def test_missing_image_names_file_and_report(tmp_path, small_manual):
+  manual, ids = small_manual
+  (manual / "images" / ids[0] / "1.png").unlink()
+  with pytest.raises(common.BadImageError, match=f"{ids[0]}/1.png.*report {ids[0]}"):
+    _build("iu_xray/r2gen", tmp_path / "tfds", manual)
+
+
+def test_corrupt_png_raises_unless_skipped(tmp_path, small_manual):
+  manual, ids = small_manual
+  (manual / "images" / ids[1] / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+  with pytest.raises(common.BadImageError, match=f"cannot be decoded"):
+    _build("iu_xray/r2gen", tmp_path / "tfds", manual)
+  builder = _build("iu_xray/r2gen_skip_bad", tmp_path / "tfds2", manual)
+  total = sum(s.num_examples for s in builder.info.splits.values())
+  assert total == 8 and builder.info.metadata["skipped"] == {"bad_image": 1}
+
+
+def test_report_without_findings_is_excluded_and_counted(tmp_path, small_manual, iu_reports):
+  manual, ids = small_manual
+  # Rewrite the archive with one report's FINDINGS emptied.
+  target = openi.uid_from_r2gen_id(ids[2])
+  archive = manual / openi.REPORTS_ARCHIVE
+  src = archive.resolve()
+  archive.unlink()
+  with tarfile.open(src) as tin, tarfile.open(archive, "w:gz") as tout:
+    for m in tin:
+      data = tin.extractfile(m).read() if m.isfile() else None
+      if m.name.endswith(f"/{target}.xml"):
+        start = data.index(b'Label="FINDINGS">') + len(b'Label="FINDINGS">')
+        data = data[:start] + data[data.index(b"</AbstractText>", start):]
+        m.size = len(data)
+      tout.addfile(m, io.BytesIO(data) if data is not None else None)
+  builder = _build("iu_xray/r2gen", tmp_path / "tfds", manual)
+  assert sum(s.num_examples for s in builder.info.splits.values()) == 8
+  assert builder.info.metadata["excluded"] == {"no_findings": 1}
+
+
+def test_missing_manual_dir_and_files(tmp_path, small_manual):
+  with pytest.raises(FileNotFoundError, match="manual dir .* does not exist"):
+    _build("iu_xray/r2gen", tmp_path / "tfds", tmp_path / "nowhere", allow_download=False)
+  manual, _ = small_manual
+  (manual / "annotation.json").unlink()
+  with pytest.raises(FileNotFoundError, match="annotation.json"):
+    _build("iu_xray/r2gen", tmp_path / "tfds2", manual, allow_download=False)
+  (manual / openi.REPORTS_ARCHIVE).unlink()
+  with pytest.raises(FileNotFoundError, match="NLMCXR_reports.tgz is missing"):
+    _build("iu_xray/r2gen", tmp_path / "tfds3", manual, allow_download=False)
+
+
+def test_openi_png_layout_for_paper_split(tmp_path, iu_xray_dir, iu_reports):
+  """Open-i's flat NLMCXR_png/ folder; view 0/1 = first/second parentImage."""
+  manual = tmp_path / "manual"
+  (manual / "NLMCXR_png").mkdir(parents=True)
+  (manual / openi.REPORTS_ARCHIVE).symlink_to(iu_xray_dir / openi.REPORTS_ARCHIVE)
+  for r in iu_reports.values():
+    for k, image_id in enumerate(r.image_ids):
+      (manual / "NLMCXR_png" / f"{image_id}.png").write_bytes(_png(10 + k))
+  builder = _build("iu_xray/paper", tmp_path / "tfds", manual)
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
+      "train": 2019, "val": 288, "test": 578}
+  ex = builder.as_data_source("test")[0]
+  assert ex["frontal"][0, 0, 0] == 10 and ex["lateral"][0, 0, 0] == 11
+  assert builder.info.metadata["excluded"] == {
+      "no_findings": 530, "fewer_images": 450, "mesh_no_indexing": 90}
