@@ -40,6 +40,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.labels.num_mined = 57           # stage 2's context-aware labels
   c.labels.max_steps = 5            # GRU unroll
 
+  # ------------------------------------------------------------------ model (Sec. 3, 4.4; jpg_jax/models/jpg.py)
+  c.model = ml_collections.ConfigDict()
+  c.model.resnet_depth = 101
+  c.model.frozen_extractor = False
+  c.model.use_subspace = True
+  c.model.num_bases = 2048          # m: "a 512 x 2048 memory matrix", d_s = 512
+  c.model.similarity = "dot"        # Eq. 7 as written ('scaled_dot', 'cosine' are options)
+  c.model.top_k = 0
+  c.model.use_labeler = True
+  c.model.labels_in_encoder = True
+  c.model.train_label_source = "predicted"
+  c.model.head = "googlenet"        # Sec. 4.4 (Fig. 3 also: 'alexnet', 'nin')
+  c.model.label_hidden = 512
+  c.model.label_steps = 5
+  c.model.label_dropout = 0.2
+  c.model.d_model = 512
+  c.model.d_ff = 512
+  c.model.num_heads = 8
+  c.model.num_layers = 3
+  c.model.dropout = 0.1
+  c.model.layer_norm = "r2gen"
+  c.model.attention_layer = 0       # Fig. 4: the first decoder layer's cross-attention
+  c.model.max_length = 512
+  c.compute_dtype = "float32"       # 'bfloat16' on TPU; parameters stay float32
+  c.resnet_checkpoint = ""          # orbax dir from jpg_jax.tools.convert_resnet ('' = random init)
+
   if arg:
     for variant in arg.split(","):
       if variant not in _VARIANTS:
@@ -50,11 +76,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _apply(c: ml_collections.ConfigDict, variant: str) -> None:
-  if variant == "synthetic":
+  if variant == "base":            # vanilla Transformer: no subspace, no labels
+    c.model.use_subspace = False
+    c.model.use_labeler = False
+    c.model.labels_in_encoder = False
+  elif variant == "projection":    # JPG-projection: no shared subspace
+    c.model.use_subspace = False
+  elif variant == "auxiliary":     # JPG-auxiliary: labels learnt in parallel, not fed to the encoder
+    c.model.labels_in_encoder = False
+  elif variant == "synthetic":
     c.dataset.name = "synthetic_cxr/templates"
     c.dataset.image_size = 112
     c.dataset.resize_size = 128
     c.dataset.random_flip = False
+    c.model.resnet_depth = 18
+    c.model.num_bases = 256
+    c.model.d_model = c.model.d_ff = c.model.label_hidden = 128
+    c.model.num_heads = 4
+    c.model.num_layers = 2
   elif variant == "smoke":
     c.dataset.name = "synthetic_cxr/tiny"
     c.dataset.image_size = 56
@@ -62,3 +101,8 @@ def _apply(c: ml_collections.ConfigDict, variant: str) -> None:
     c.dataset.random_flip = False
     c.labels.num_patterns = 5
     c.labels.num_mined = 8
+    c.model.resnet_depth = 10
+    c.model.num_bases = 16
+    c.model.d_model = c.model.d_ff = c.model.label_hidden = 32
+    c.model.num_heads = 4
+    c.model.num_layers = 2

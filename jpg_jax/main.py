@@ -3,6 +3,7 @@
 Modes:
   stats   Table 1 (images, reports, patients, average report length per split) for the config's dataset,
           building the dataset first if it is not there yet.
+  params  parameter counts per component of the config's model (shapes only, nothing is computed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
-_MODE = flags.DEFINE_enum("mode", "stats", ["stats"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "stats", ["stats", "params"], "What to run.")
 
 
 def run_stats(config) -> str:
@@ -50,6 +51,13 @@ def run_stats(config) -> str:
   return table + note
 
 
+def run_params(config, vocab_size: int = 761, num_label_tokens: int = 64) -> str:
+  """Parameter counts per top-level component (report vocabulary and label-token sizes as given: R2Gen's
+  761 logits by default; the label vocabulary depends on the mined labels)."""
+  from jpg_jax.models import param_count
+  return param_count.table(config, vocab_size, num_label_tokens)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
@@ -58,6 +66,8 @@ def main(argv):
                jax.device_count())
   if _MODE.value == "stats":
     print(run_stats(config))
+  elif _MODE.value == "params":
+    print(run_params(config))
 
 
 if __name__ == "__main__":

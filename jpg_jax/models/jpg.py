@@ -1,0 +1,176 @@
+"""The whole JPG model (Eqs. 1-2, 12-13) and its ablations, as switches of one module.
+
+  images (B, 2, H, W, 3) --ResNet--> grids (B, 2, h, w, d_x)                         Sec. 3.2, Eq. 3
+  grids --shared subspace (visual path)--> r_x (B, 2, h, w, d_s)                    Eqs. 4, 6-10
+  r_x --classification head + GRU--> label logits, label tokens c                   Sec. 3.4, Eq. 11
+  [r_x patches ; subspace(textual path)(embed(c))] --encoder--> z                   Eq. 12
+  subspace(textual path)(embed(report tokens)) + positions --decoder(z)--> logits    Eqs. 2, 5, 13
+
+Switches (``configs/jpg.py`` names the ablations of Table 2):
+
+* ``use_subspace``: False replaces the subspace by R2Gen's ``att_embed`` (Linear d_x -> d_model, ReLU,
+  dropout) on the visual side and plain scaled embeddings on the textual side (JPG-projection, BASE); the
+  head then reads the raw extractor grids ("simply using the raw visual extractor and word embedding
+  outputs to both predict disease labels and generate reports", Sec. 5.2).
+* ``use_labeler``: False drops the head and the GRU (BASE, the "vanilla Transformer").
+* ``labels_in_encoder``: False keeps the labeler as a parallel task but feeds no label features to the
+  encoder (JPG-auxiliary).
+* ``train_label_source``: which labels the encoder reads in training: ``'predicted'`` (the GRU's greedy
+  output, as at test time; Sec. 5.2 speaks of "predicted disease tags") or ``'ground_truth'`` (teacher
+  forcing). At evaluation the encoder always reads predictions.
+
+The label features c are label-token embeddings (the GRU's embedding table, d_model wide) passed through
+the textual path of the same subspace (GUIDE sec. 4: labels enter as textual features), masked after the
+first EOS. Text embeddings are scaled by sqrt(d_model) as R2Gen's; positions are added after alignment so
+that the softmax over basis vectors does not wash them out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jpg_jax.models import labeler as labeler_lib
+from jpg_jax.models import resnet
+from jpg_jax.models import subspace as subspace_lib
+from jpg_jax.models import transformer
+
+xavier = nn.initializers.xavier_uniform()
+
+
+class JPG(nn.Module):
+  vocab_size: int                        # report logits: len(vocabulary) + 1
+  num_labels: int = 17
+  num_label_tokens: int = 32
+  # visual extractor
+  resnet_depth: int = 101
+  frozen_extractor: bool = False
+  # shared subspace
+  use_subspace: bool = True
+  num_bases: int = 2048
+  similarity: str = "dot"
+  top_k: int = 0
+  # labels
+  use_labeler: bool = True
+  labels_in_encoder: bool = True
+  train_label_source: str = "predicted"
+  head: str = "googlenet"
+  label_hidden: int = 512
+  label_steps: int = 5
+  label_dropout: float = 0.2
+  # transformer
+  d_model: int = 512
+  d_ff: int = 512
+  num_heads: int = 8
+  num_layers: int = 3
+  dropout: float = 0.1
+  layer_norm: str = "r2gen"
+  attention_layer: int = 0
+  max_length: int = 512
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.visual_extractor = resnet.ResNet(self.resnet_depth, self.frozen_extractor, self.dtype)
+    if self.use_subspace:
+      self.subspace = subspace_lib.SharedSubspace(self.num_bases, self.d_model, self.d_model,
+                                                  self.similarity, self.top_k, self.dtype)
+    else:
+      self.att_embed = nn.Dense(self.d_model, dtype=self.dtype, kernel_init=xavier)
+      self.att_dropout = nn.Dropout(self.dropout)
+    self.word_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=xavier)
+    if self.use_labeler:
+      self.labeler = labeler_lib.Labeler(self.num_labels, self.num_label_tokens, self.head,
+                                         self.label_hidden, self.d_model, self.label_steps,
+                                         self.label_dropout, self.dtype)
+    kw = dict(num_layers=self.num_layers, d_model=self.d_model, d_ff=self.d_ff,
+              num_heads=self.num_heads, dropout=self.dropout, layer_norm=self.layer_norm,
+              dtype=self.dtype)
+    self.encoder = transformer.Encoder(**kw)
+    self.decoder = transformer.Decoder(attention_layer=self.attention_layer, max_length=self.max_length,
+                                       **kw)
+    self.logit = nn.Dense(self.vocab_size, dtype=self.dtype, kernel_init=xavier)
+
+  # ------------------------------------------------------------------------------- visual side
+  def extract(self, images, train: bool):
+    """(B, V, H, W, 3) -> patch grids (B, V, h, w, d_x); the views share the extractor."""
+    b, v = images.shape[:2]
+    grids = self.visual_extractor(images.reshape((b * v,) + images.shape[2:]), train)
+    return grids.reshape((b, v) + grids.shape[1:])
+
+  def align_visual(self, grids, train: bool):
+    """r_x (Eq. 10) or, without the subspace, R2Gen's att_embed."""
+    if self.use_subspace:
+      return self.subspace.align_visual(grids)
+    return self.att_dropout(nn.relu(self.att_embed(grids)), deterministic=not train)
+
+  def label_input(self, grids, aligned):
+    return aligned if self.use_subspace else grids
+
+  # ------------------------------------------------------------------------------- textual side
+  def align_textual(self, embeddings):
+    return self.subspace.align_textual(embeddings) if self.use_subspace else embeddings
+
+  def embed_report(self, ids):
+    """Aligned textual features r_y of report tokens (Eqs. 5, 7-10)."""
+    y = self.word_embed(ids).astype(self.dtype) * jnp.sqrt(jnp.asarray(self.d_model, self.dtype))
+    return self.align_textual(y)
+
+  def label_features(self, tokens):
+    """c: aligned embeddings of label tokens (B, steps, d) and their mask (B, steps)."""
+    c = self.align_textual(self.labeler.label_embed(tokens).astype(self.dtype))
+    return c, labeler_lib.label_token_mask(tokens).astype(bool)
+
+  # ------------------------------------------------------------------------------- labels
+  def labels(self, images, label_ids, train: bool):
+    """Stage 1's forward: class logits and teacher-forced token logits, no Transformer."""
+    grids = self.extract(images, train)
+    return self.labeler(self.label_input(grids, self.align_visual(grids, train)), label_ids, train)
+
+  # ------------------------------------------------------------------------------- encoder-decoder
+  def encode(self, images, train: bool, label_ids=None):
+    """Everything up to the encoder memory. Returns (memory, memory_mask, outputs dict)."""
+    grids = self.extract(images, train)
+    aligned = self.align_visual(grids, train)
+    b = aligned.shape[0]
+    patches = aligned.reshape(b, -1, aligned.shape[-1])
+    mask = jnp.ones(patches.shape[:2], bool)
+    out = {}
+    if self.use_labeler:
+      head_in = self.label_input(grids, aligned)
+      if label_ids is not None:
+        out["label_class_logits"], out["label_token_logits"] = self.labeler(head_in, label_ids, train)
+      if self.labels_in_encoder:
+        if train and self.train_label_source == "ground_truth":
+          tokens = label_ids[:, 1:] * labeler_lib.label_token_mask(label_ids[:, 1:])
+        elif train and self.train_label_source != "predicted":
+          raise ValueError(f"Unknown train_label_source {self.train_label_source!r}.")
+        else:
+          _, tokens = self.labeler.greedy(head_in, train)
+          tokens = jax.lax.stop_gradient(tokens)
+        c, c_mask = self.label_features(tokens)
+        patches = jnp.concatenate([patches, c], axis=1)
+        mask = jnp.concatenate([mask, c_mask], axis=1)
+        out["label_tokens"] = tokens
+    return self.encoder(patches, mask, train), mask, out
+
+  def decode(self, ids, memory, memory_mask, train: bool, decode: bool = False):
+    """Report logits for decoder inputs ``ids`` (B, L)."""
+    target_mask = jnp.ones(ids.shape, bool).at[:, 1:].set(ids[:, 1:] > 0)
+    h = self.decoder(self.embed_report(ids), memory, memory_mask, target_mask, train, decode)
+    return self.logit(h).astype(jnp.float32)
+
+  def __call__(self, images, report_ids, label_ids=None, train: bool = False):
+    """Teacher-forced forward: report logits (B, L-1, V) for targets report_ids[:, 1:], plus labels."""
+    memory, memory_mask, out = self.encode(images, train, label_ids)
+    out["logits"] = self.decode(report_ids[:, :-1], memory, memory_mask, train)
+    return out
+
+
+def from_config(model_config, vocab_size: int, num_labels: int, num_label_tokens: int,
+                dtype=jnp.float32) -> JPG:
+  """Builds JPG from a config's ``model`` section (a ConfigDict whose keys are JPG's fields)."""
+  return JPG(vocab_size=vocab_size, num_labels=num_labels, num_label_tokens=num_label_tokens,
+             dtype=dtype, **model_config.to_dict())

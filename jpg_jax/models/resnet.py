@@ -1,0 +1,98 @@
+"""ResNet-18/34/50/101 in torchvision's v1.5 layout, returning the last convolutional feature map.
+
+(ResNet-10, one basic block per stage, is there for tests and small configs: it compiles fast.)
+
+The visual extractor of JPG (Sec. 3.2, 4.4: ResNet-101 pre-trained on ImageNet, 7x7x2048 at 224x224).
+Module and parameter names mirror torchvision's state_dict (``layer1_0/conv1`` <-> ``layer1.0.conv1``,
+``downsample_0``/``downsample_1`` <-> ``downsample.0``/``.1``), so ``jpg_jax.tools.convert_resnet`` maps
+ImageNet weights one to one. v1.5: the stride of a bottleneck sits in its 3x3 conv; the stem's max-pool
+pads by 1 on both sides; BatchNorm eps 1e-5 and torch's momentum 0.1 (flax momentum 0.9).
+
+``frozen=True`` makes the extractor a fixed feature function: BatchNorm uses its running statistics and no
+gradient flows back into it (the paper allows "any type of pre-trained CNNs", Sec. 3.2).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_STAGES = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
+           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
+
+# torchvision initialises convolutions with kaiming_normal_(mode='fan_out', nonlinearity='relu').
+conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def out_channels(depth: int) -> int:
+  return 512 if _STAGES[depth][0] == "basic" else 2048
+
+
+class BasicBlock(nn.Module):
+  planes: int
+  stride: int = 1
+  downsample: bool = False
+  conv: Any = None
+  norm: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=1, name="conv1")(x)
+    y = nn.relu(self.norm(name="bn1")(y))
+    y = self.conv(self.planes, (3, 3), padding=1, name="conv2")(y)
+    y = self.norm(name="bn2")(y)
+    if self.downsample:
+      x = self.conv(self.planes, (1, 1), (self.stride, self.stride), name="downsample_0")(x)
+      x = self.norm(name="downsample_1")(x)
+    return nn.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+  planes: int
+  stride: int = 1
+  downsample: bool = False
+  conv: Any = None
+  norm: Any = None
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.relu(self.norm(name="bn1")(self.conv(self.planes, (1, 1), name="conv1")(x)))
+    y = self.conv(self.planes, (3, 3), (self.stride, self.stride), padding=1, name="conv2")(y)
+    y = nn.relu(self.norm(name="bn2")(y))
+    y = self.norm(name="bn3")(self.conv(self.planes * 4, (1, 1), name="conv3")(y))
+    if self.downsample:
+      x = self.conv(self.planes * 4, (1, 1), (self.stride, self.stride), name="downsample_0")(x)
+      x = self.norm(name="downsample_1")(x)
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  """``(B, H, W, 3) -> (B, H/32, W/32, C)``, C = 512 (ResNet-18/34) or 2048 (ResNet-50/101)."""
+  depth: int = 101
+  frozen: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    kind, blocks = _STAGES[self.depth]
+    use_running = self.frozen or not train
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    norm = functools.partial(nn.BatchNorm, use_running_average=use_running, momentum=0.9, epsilon=1e-5,
+                             dtype=self.dtype)
+    block_cls = BasicBlock if kind == "basic" else Bottleneck
+    expansion = 1 if kind == "basic" else 4
+    x = conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv1")(x.astype(self.dtype))
+    x = nn.relu(norm(name="bn1")(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    in_ch = 64
+    for stage, (n, planes) in enumerate(zip(blocks, (64, 128, 256, 512))):
+      for b in range(n):
+        stride = 2 if (stage > 0 and b == 0) else 1
+        downsample = b == 0 and (stride != 1 or in_ch != planes * expansion)
+        x = block_cls(planes, stride, downsample, conv, norm, name=f"layer{stage + 1}_{b}")(x)
+        in_ch = planes * expansion
+    return jax.lax.stop_gradient(x) if self.frozen else x

@@ -1,0 +1,77 @@
+"""The shared subspace and base matrix of JPG (Sec. 3.3, Eqs. 4-10).
+
+One module owns the base matrix ``B`` (m basis vectors of size d_b; the paper: a "512 x 2048 memory
+matrix", d_s = 512 and m = 2048) and the projections ``W_x`` (d_x -> d_s), ``W_y`` (d_y -> d_s) and
+``W_b`` (d_b -> d_s). Visual and textual features are aligned against the SAME ``B``:
+
+  X~ = X W_x,  Y~ = Y W_y,  B~ = B W_b                       (Eqs. 4-6)
+  S = softmax_m(X~ B~^T),  G = softmax_m(Y~ B~^T)            (Eqs. 7-9)
+  r_x = S B~,  r_y = G B~                                     (Eq. 10)
+
+The paper calls Eq. 7 a cosine similarity but writes a plain dot product; ``similarity`` picks ``'dot'``
+(the formula, default), ``'scaled_dot'`` (divided by sqrt(d_s), as CMN's memory) or ``'cosine'``
+(normalised vectors, with a learnable temperature). ``top_k`` keeps only the k largest similarities per
+feature before the softmax (as CMN); 0 (default) keeps all m. ``B`` is initialised N(0, 1/d_b) as CMN's
+memory matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _xavier():
+  return nn.initializers.xavier_uniform()
+
+
+class SharedSubspace(nn.Module):
+  num_bases: int = 2048     # m
+  basis_dim: int = 512      # d_b
+  subspace_dim: int = 512   # d_s
+  similarity: str = "dot"
+  top_k: int = 0
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.basis = self.param("basis", nn.initializers.normal(1.0 / self.basis_dim),
+                            (self.num_bases, self.basis_dim))
+    dense = lambda name: nn.Dense(self.subspace_dim, dtype=self.dtype, kernel_init=_xavier(), name=name)
+    self.w_x, self.w_y, self.w_b = dense("w_x"), dense("w_y"), dense("w_b")
+    if self.similarity == "cosine":
+      self.log_temperature = self.param("log_temperature", nn.initializers.constant(jnp.log(10.0)), ())
+
+  def projected_bases(self) -> jax.Array:
+    """B~ = B W_b, shape (m, d_s) (Eq. 6)."""
+    return self.w_b(self.basis.astype(self.dtype))
+
+  def _align(self, features: jax.Array, bases: jax.Array) -> jax.Array:
+    if self.similarity == "cosine":
+      f = features / (jnp.linalg.norm(features, axis=-1, keepdims=True) + 1e-6)
+      b = bases / (jnp.linalg.norm(bases, axis=-1, keepdims=True) + 1e-6)
+      scores = jnp.einsum("...d,md->...m", f, b) * jnp.exp(self.log_temperature)
+    else:
+      scores = jnp.einsum("...d,md->...m", features, bases)                        # Eq. 7
+      if self.similarity == "scaled_dot":
+        scores = scores / jnp.sqrt(jnp.asarray(self.subspace_dim, scores.dtype))
+      elif self.similarity != "dot":
+        raise ValueError(f"Unknown similarity {self.similarity!r}.")
+    if self.top_k:
+      kth = jax.lax.top_k(scores, self.top_k)[0][..., -1:]
+      scores = jnp.where(scores >= kth, scores, -jnp.inf)
+    weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)  # Eqs. 8-9
+    return jnp.einsum("...m,md->...d", weights, bases)                            # Eq. 10
+
+  def align_visual(self, x: jax.Array) -> jax.Array:
+    """Patch features (..., d_x) -> new visual representations r_x (..., d_s)."""
+    return self._align(self.w_x(x.astype(self.dtype)), self.projected_bases())
+
+  def align_textual(self, y: jax.Array) -> jax.Array:
+    """Word (or label) embeddings (..., d_y) -> new textual representations r_y (..., d_s)."""
+    return self._align(self.w_y(y.astype(self.dtype)), self.projected_bases())
+
+  def __call__(self, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return self.align_visual(x), self.align_textual(y)

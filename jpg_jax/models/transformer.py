@@ -1,0 +1,205 @@
+"""The Transformer encoder-decoder of JPG (Sec. 3.5, Eqs. 12-13), in R2Gen's form.
+
+R2Gen (the backbone of BASE and of the numbers JPG compares with): d_model 512, d_ff 512, 8 heads,
+3 layers, dropout 0.1, pre-LayerNorm sublayers ``x + dropout(sublayer(norm(x)))`` with a final norm after
+each stack, xavier-uniform weights, sinusoidal positions on the decoder side only (the visual memory has
+none), and a LayerNorm of the form ``scale * (x - mean) / (std_unbiased + eps) + bias`` with eps 1e-6
+(``layer_norm='r2gen'``; ``'standard'`` is flax's LayerNorm).
+
+Incremental decoding keeps a key/value cache per self-attention layer (``decode=True``, the ``cache``
+collection, flax's WMT pattern). The cross-attention weights of decoder layer ``attention_layer`` are sown
+into ``intermediates/.../cross_attention`` for visualisation (Fig. 4 uses the first decoder layer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NEG_INF = -1e9
+xavier = nn.initializers.xavier_uniform()
+
+
+class R2GenLayerNorm(nn.Module):
+  """``scale * (x - mean) / (std + eps) + bias`` with the unbiased std, as R2Gen's LayerNorm."""
+  eps: float = 1e-6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (d,))
+    bias = self.param("bias", nn.initializers.zeros, (d,))
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    std = jnp.sqrt(((x32 - mean) ** 2).sum(-1, keepdims=True) / (d - 1))
+    return (scale * (x32 - mean) / (std + self.eps) + bias).astype(self.dtype)
+
+
+def layer_norm(kind: str, dtype, name: str) -> nn.Module:
+  if kind == "r2gen":
+    return R2GenLayerNorm(dtype=dtype, name=name)
+  if kind == "standard":
+    return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name)
+  raise ValueError(f"Unknown layer_norm {kind!r}.")
+
+
+def sinusoid_table(length: int, d_model: int) -> np.ndarray:
+  pos = np.arange(length)[:, None]
+  div = np.exp(np.arange(0, d_model, 2) * -(np.log(10000.0) / d_model))
+  pe = np.zeros((length, d_model), np.float32)
+  pe[:, 0::2], pe[:, 1::2] = np.sin(pos * div), np.cos(pos * div)
+  return pe
+
+
+def causal_mask(length: int) -> jax.Array:
+  return jnp.tril(jnp.ones((length, length), bool))
+
+
+class MultiHeadAttention(nn.Module):
+  """R2Gen's MultiHeadedAttention (four linears q, k, v, o); returns (output, attention weights)."""
+  num_heads: int
+  d_model: int
+  dropout: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, queries, keys_values, mask, train: bool, decode: bool = False):
+    h, dk = self.num_heads, self.d_model // self.num_heads
+    dense = lambda name: nn.Dense(self.d_model, dtype=self.dtype, kernel_init=xavier, name=name)
+    split = lambda t: t.reshape(t.shape[:-1] + (h, dk))
+    q, k, v = split(dense("q")(queries)), split(dense("k")(keys_values)), split(dense("v")(keys_values))
+    if decode:  # Self-attention over a key/value cache, one new position per call.
+      ready = self.has_variable("cache", "cached_key")
+      ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+      cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+      index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      if ready:
+        i = index.value
+        k = jax.lax.dynamic_update_slice(ck.value, k, (0, i, 0, 0))
+        v = jax.lax.dynamic_update_slice(cv.value, v, (0, i, 0, 0))
+        ck.value, cv.value, index.value = k, v, i + queries.shape[1]
+        mask = (jnp.arange(k.shape[1]) <= i)[None, None, None, :]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(dk).astype(np.float32)
+    scores = jnp.where(mask, scores.astype(jnp.float32), NEG_INF)
+    weights = jax.nn.softmax(scores, axis=-1)
+    dropped = nn.Dropout(self.dropout)(weights, deterministic=not train).astype(self.dtype)
+    out = jnp.einsum("bhqk,bkhd->bqhd", dropped, v).reshape(queries.shape[:-1] + (self.d_model,))
+    return dense("o")(out), weights
+
+
+class FeedForward(nn.Module):
+  d_model: int
+  d_ff: int
+  dropout: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = nn.relu(nn.Dense(self.d_ff, dtype=self.dtype, kernel_init=xavier, name="w_1")(x))
+    y = nn.Dropout(self.dropout)(y, deterministic=not train)
+    return nn.Dense(self.d_model, dtype=self.dtype, kernel_init=xavier, name="w_2")(y)
+
+
+class EncoderLayer(nn.Module):
+  d_model: int
+  d_ff: int
+  num_heads: int
+  dropout: float
+  layer_norm: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask, train: bool):
+    drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
+    y = layer_norm(self.layer_norm, self.dtype, "norms_0")(x)
+    x = x + drop(MultiHeadAttention(self.num_heads, self.d_model, self.dropout, self.dtype,
+                                    name="self_attn")(y, y, mask, train)[0])
+    y = layer_norm(self.layer_norm, self.dtype, "norms_1")(x)
+    return x + drop(FeedForward(self.d_model, self.d_ff, self.dropout, self.dtype,
+                                name="feed_forward")(y, train))
+
+
+class DecoderLayer(nn.Module):
+  d_model: int
+  d_ff: int
+  num_heads: int
+  dropout: float
+  layer_norm: str
+  sow_attention: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, memory, memory_mask, self_mask, train: bool, decode: bool = False):
+    drop = lambda y: nn.Dropout(self.dropout)(y, deterministic=not train)
+    y = layer_norm(self.layer_norm, self.dtype, "norms_0")(x)
+    x = x + drop(MultiHeadAttention(self.num_heads, self.d_model, self.dropout, self.dtype,
+                                    name="self_attn")(y, y, self_mask, train, decode)[0])
+    y = layer_norm(self.layer_norm, self.dtype, "norms_1")(x)
+    out, weights = MultiHeadAttention(self.num_heads, self.d_model, self.dropout, self.dtype,
+                                      name="src_attn")(y, memory, memory_mask, train)
+    if self.sow_attention:
+      self.sow("intermediates", "cross_attention", weights)
+    x = x + drop(out)
+    y = layer_norm(self.layer_norm, self.dtype, "norms_2")(x)
+    return x + drop(FeedForward(self.d_model, self.d_ff, self.dropout, self.dtype,
+                                name="feed_forward")(y, train))
+
+
+class Encoder(nn.Module):
+  """``{z_1..z_p, z_c} = f_e(r_x1..r_xp, c)`` (Eq. 12); inputs are already d_model-sized."""
+  num_layers: int = 3
+  d_model: int = 512
+  d_ff: int = 512
+  num_heads: int = 8
+  dropout: float = 0.1
+  layer_norm: str = "r2gen"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask, train: bool):
+    """x: (B, S, d); mask: (B, S) bool, True for real positions."""
+    attn_mask = mask[:, None, None, :]
+    for i in range(self.num_layers):
+      x = EncoderLayer(self.d_model, self.d_ff, self.num_heads, self.dropout, self.layer_norm,
+                       self.dtype, name=f"layers_{i}")(x, attn_mask, train)
+    return layer_norm(self.layer_norm, self.dtype, "norm")(x)
+
+
+class Decoder(nn.Module):
+  """``y_i = f_d(z, r_y1..r_y(i-1))`` (Eq. 13): hidden states of the decoder (logits are the caller's)."""
+  num_layers: int = 3
+  d_model: int = 512
+  d_ff: int = 512
+  num_heads: int = 8
+  dropout: float = 0.1
+  layer_norm: str = "r2gen"
+  attention_layer: int = 0
+  max_length: int = 512
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, y, memory, memory_mask, target_mask, train: bool, decode: bool = False):
+    """y: (B, L, d) aligned textual features; memory_mask: (B, S) bool; target_mask: (B, L) bool
+    padding mask (ignored when decoding, where the cache holds the past)."""
+    offset = 0
+    if decode:
+      ready = self.has_variable("cache", "position")
+      position = self.variable("cache", "position", lambda: jnp.array(0, jnp.int32))
+      if ready:
+        offset, position.value = position.value, position.value + y.shape[1]
+    pe = jax.lax.dynamic_slice_in_dim(jnp.asarray(sinusoid_table(self.max_length, self.d_model)),
+                                      offset, y.shape[1])
+    x = nn.Dropout(self.dropout)((y + pe).astype(self.dtype), deterministic=not train)
+    length = y.shape[1]
+    self_mask = causal_mask(length)[None, None] & target_mask[:, None, None, :]
+    cross_mask = memory_mask[:, None, None, :]
+    for i in range(self.num_layers):
+      x = DecoderLayer(self.d_model, self.d_ff, self.num_heads, self.dropout, self.layer_norm,
+                       i == self.attention_layer, self.dtype, name=f"layers_{i}")(
+                           x, memory, cross_mask, self_mask, train, decode)
+    return layer_norm(self.layer_norm, self.dtype, "norm")(x)
