@@ -18,7 +18,8 @@ setup(
         "array_record>=0.8.6,<0.9",         # the builders' file format
         "importlib_resources>=6",           # needed by TFDS without TensorFlow
         "grain>=0.2.18,<0.3",               # input pipeline
-        "clu>=0.0.12,<0.1",                 # metric writers, periodic actions
+        "tensorboardX>=2.6,<3",             # TensorBoard files without TensorFlow (clu's writers need TF)
+        "scipy>=1.11",                      # paired t-test (Table 2's dagger)
         "ml-collections>=1.1,<2",
         "nltk>=3.9,<4",
         "pycocoevalcap==1.2",               # BLEU / METEOR / ROUGE-L as the paper computed them

@@ -91,13 +91,16 @@ class LabelSet:
   ``('calcified_granuloma', 'lung', 'upper_lobe', 'right')`` matches the full term only.
   """
 
-  def __init__(self, labels: Sequence[Label], counts: Mapping[Label, int] | None = None):
+  def __init__(self, labels: Sequence[Label], counts: Mapping[Label, int] | None = None,
+               tokens: Sequence[str] | None = None):
+    """``tokens``: the GRU's token vocabulary; by default the tokens of ``labels``. Stage 2 keeps stage
+    1's tokens so that the GRU's embedding and output layers carry over."""
     self.labels: list[Label] = [tuple(l) for l in labels]
     if len(set(self.labels)) != len(self.labels):
       raise ValueError("LabelSet labels must be unique.")
     self.counts = {tuple(k): int(v) for k, v in (counts or {}).items()}
     self.index = {l: i for i, l in enumerate(self.labels)}
-    self.vocab = text.Vocabulary(sorted({t for l in self.labels for t in l}))
+    self.vocab = text.Vocabulary(sorted(set(tokens or ()) | {t for l in self.labels for t in l}))
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -127,14 +130,15 @@ class LabelSet:
     return tuple(self.vocab.decode(ids).split())
 
   def to_json(self) -> str:
+    vocab = [self.vocab.idx2token[i] for i in range(1, len(self.vocab) + 1)]
     return json.dumps({"labels": [{"tokens": list(l), "count": self.counts.get(l, 0)}
-                                  for l in self.labels]}, indent=1)
+                                  for l in self.labels], "vocabulary": vocab}, indent=1)
 
   @classmethod
   def from_json(cls, s: str) -> "LabelSet":
     entries = json.loads(s)["labels"]
     return cls([tuple(e["tokens"]) for e in entries],
-               {tuple(e["tokens"]): e["count"] for e in entries})
+               {tuple(e["tokens"]): e["count"] for e in entries}, json.loads(s).get("vocabulary"))
 
   def save(self, path) -> None:
     from etils import epath
@@ -145,5 +149,10 @@ class LabelSet:
     from etils import epath
     return cls.from_json(epath.Path(path).read_text())
 
+  def describe(self) -> str:
+    """One line a label, most frequent first: ``count  <tokens>``."""
+    return "\n".join(f"{self.counts.get(l, 0):>6}  <{' '.join(l)}>" for l in self.labels)
+
   def __eq__(self, other) -> bool:
-    return isinstance(other, LabelSet) and self.labels == other.labels
+    return (isinstance(other, LabelSet) and self.labels == other.labels
+            and self.vocab == other.vocab)

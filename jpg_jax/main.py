@@ -4,9 +4,14 @@ Modes:
   stats   Table 1 (images, reports, patients, average report length per split) for the config's dataset,
           building the dataset first if it is not there yet.
   params  parameter counts per component of the config's model (shapes only, nothing is computed).
+  train     (default) the whole method: stage 1, label mining, stage 2, test evaluation (jpg_jax/train.py).
+  evaluate  re-scores the workdir's best stage-2 checkpoint on the test split.
+  predict   --images=FRONTAL,LATERAL: the report and context-aware labels, and DIR/predict/attention.png.
 """
 
 from __future__ import annotations
+
+import json
 
 import jax
 from absl import app
@@ -16,7 +21,9 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
-_MODE = flags.DEFINE_enum("mode", "stats", ["stats", "params"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "stats", "params"],
+                          "What to run.")
+_IMAGES = flags.DEFINE_list("images", [], "predict: the frontal and the lateral image files.")
 
 
 def run_stats(config) -> str:
@@ -64,7 +71,18 @@ def main(argv):
   config = _CONFIG.value
   logging.info("JAX %s, %d process(es), %d device(s).", jax.__version__, jax.process_count(),
                jax.device_count())
-  if _MODE.value == "stats":
+  if _MODE.value in ("train", "evaluate", "predict"):
+    from jpg_jax import train
+    if not _WORKDIR.value:
+      raise app.UsageError(f"--workdir is required for --mode={_MODE.value}.")
+    if _MODE.value == "train":
+      train.train_and_evaluate(config, _WORKDIR.value)
+    elif _MODE.value == "evaluate":
+      metrics = train.evaluate_checkpoint(config, _WORKDIR.value)
+      print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))
+    else:
+      print(json.dumps(train.predict(config, _WORKDIR.value, _IMAGES.value), indent=1))
+  elif _MODE.value == "stats":
     print(run_stats(config))
   elif _MODE.value == "params":
     print(run_params(config))

@@ -53,6 +53,7 @@ class JPG(nn.Module):
   num_bases: int = 2048
   similarity: str = "dot"
   top_k: int = 0
+  basis_init_std: float = 0.0
   # labels
   use_labeler: bool = True
   labels_in_encoder: bool = True
@@ -76,7 +77,8 @@ class JPG(nn.Module):
     self.visual_extractor = resnet.ResNet(self.resnet_depth, self.frozen_extractor, self.dtype)
     if self.use_subspace:
       self.subspace = subspace_lib.SharedSubspace(self.num_bases, self.d_model, self.d_model,
-                                                  self.similarity, self.top_k, self.dtype)
+                                                  self.similarity, self.top_k, self.basis_init_std,
+                                                  self.dtype)
     else:
       self.att_embed = nn.Dense(self.d_model, dtype=self.dtype, kernel_init=xavier)
       self.att_dropout = nn.Dropout(self.dropout)
@@ -142,18 +144,20 @@ class JPG(nn.Module):
       head_in = self.label_input(grids, aligned)
       if label_ids is not None:
         out["label_class_logits"], out["label_token_logits"] = self.labeler(head_in, label_ids, train)
+      teacher = train and self.train_label_source == "ground_truth"
+      if train and self.train_label_source not in ("predicted", "ground_truth"):
+        raise ValueError(f"Unknown train_label_source {self.train_label_source!r}.")
+      if label_ids is None or (self.labels_in_encoder and not teacher):
+        class_logits, tokens = self.labeler.greedy(head_in, train)
+        tokens = jax.lax.stop_gradient(tokens)
+        out.setdefault("label_class_logits", class_logits)
+        out["label_tokens"] = tokens
       if self.labels_in_encoder:
-        if train and self.train_label_source == "ground_truth":
+        if teacher:
           tokens = label_ids[:, 1:] * labeler_lib.label_token_mask(label_ids[:, 1:])
-        elif train and self.train_label_source != "predicted":
-          raise ValueError(f"Unknown train_label_source {self.train_label_source!r}.")
-        else:
-          _, tokens = self.labeler.greedy(head_in, train)
-          tokens = jax.lax.stop_gradient(tokens)
         c, c_mask = self.label_features(tokens)
         patches = jnp.concatenate([patches, c], axis=1)
         mask = jnp.concatenate([mask, c_mask], axis=1)
-        out["label_tokens"] = tokens
     return self.encoder(patches, mask, train), mask, out
 
   def decode(self, ids, memory, memory_mask, train: bool, decode: bool = False):

@@ -34,10 +34,12 @@ class SharedSubspace(nn.Module):
   subspace_dim: int = 512   # d_s
   similarity: str = "dot"
   top_k: int = 0
+  basis_init_std: float = 0.0   # 0: CMN's N(0, 1/d_b)
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.basis = self.param("basis", nn.initializers.normal(1.0 / self.basis_dim),
+    std = self.basis_init_std or 1.0 / self.basis_dim
+    self.basis = self.param("basis", nn.initializers.normal(std),
                             (self.num_bases, self.basis_dim))
     dense = lambda name: nn.Dense(self.subspace_dim, dtype=self.dtype, kernel_init=_xavier(), name=name)
     self.w_x, self.w_y, self.w_b = dense("w_x"), dense("w_y"), dense("w_b")

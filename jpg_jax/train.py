@@ -1,0 +1,758 @@
+"""Training and evaluation of JPG: stage 1 -> label mining -> stage 2 -> test (Sec. 3.4, 4.4).
+
+``train_and_evaluate(config, workdir)`` reads top to bottom:
+
+1. data: the config's TFDS dataset, R2Gen's vocabulary over the train split (``DIR/vocab.json``);
+2. stage 1 ("mining and pre-training on single labels"): the extractor, subspace, head and GRU learn the
+   reports whose MeSH terms reduce to one of the 17 simple patterns; the head's classes are the patterns,
+   the GRU's target is the report's full term (its context: ``calcified_granuloma lung upper_lobe right``);
+   selection on the validation labels' log-likelihood (accuracy and micro-F1 are logged);
+3. mining: the best stage-1 model labels every training report; the ``num_mined`` (57) most frequent
+   generated sequences become the context-aware label set (``DIR/labels/mined.txt`` with counts);
+4. stage 2 ("re-training on context-aware labels" + report generation, jointly): every parameter,
+   initialised from stage 1; selection on validation BLEU-4 only (R2Gen selects with the test set in view;
+   we do not);
+5. test: the best stage-2 checkpoint decodes the test split (beam 3); ``DIR/results/test_metrics.json``
+   holds the coco-caption metrics, the label micro-F1 and the most-frequent-report baseline;
+   ``test_reports.jsonl`` one line a report.
+
+BASE has no labeler: stage 1 and mining are skipped. Every hot function is jit-compiled once, data
+parallel over all devices of all hosts (``parallel.py``), the train step donating its state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+from jpg_jax import decode as decode_lib
+from jpg_jax import evaluate as evaluate_lib
+from jpg_jax import input_pipeline as ip
+from jpg_jax import labels as labels_lib
+from jpg_jax import metric_writers
+from jpg_jax import parallel
+from jpg_jax import text
+from jpg_jax.models import jpg as jpg_lib
+
+STAGE1_MODULES = ("visual_extractor", "subspace", "att_embed", "labeler")
+
+
+# ============================================================================================ data
+@dataclasses.dataclass
+class Data:
+  sources: dict
+  index: dict          # split -> ip.SplitIndex
+  vocab: text.Vocabulary
+
+
+def load_data(config) -> Data:
+  from jpg_jax import datasets
+  d = config.dataset
+  if jax.process_index() == 0:
+    datasets.prepare(d.name, d.data_dir, d.manual_dir)
+  multihost_utils.sync_global_devices("dataset prepared")
+  builder = datasets.get_builder(d.name, d.data_dir)
+  sources = {s: ip.open_split(d.name, s, d.data_dir) for s in builder.info.splits}
+  index = {s: ip.SplitIndex.read(src) for s, src in sources.items()}
+  vocab = text.Vocabulary.build(index["train"].reports, d.vocab_threshold)
+  return Data(sources, index, vocab)
+
+
+def image_options(config, train: bool) -> ip.ImageOptions:
+  d = config.dataset
+  return ip.ImageOptions(d.image_size, d.resize_size, d.random_flip and train)
+
+
+# ============================================================================================ stage-1 labels
+def stage1_labels(config, index: ip.SplitIndex):
+  """Patterns (the head's classes), the reports that have one, and each report's full-term target."""
+  patterns, kept, counts = labels_lib.select_simple_patterns(
+      index.mesh, config.labels.num_patterns, config.labels.pattern_depth)
+  keep = set(patterns)
+  assigned = {}
+  for i, terms in enumerate(index.mesh):
+    seqs = [labels_lib.mesh_term_to_tokens(t, config.labels.max_steps) for t in terms]
+    match = [s for s in seqs if s[: config.labels.pattern_depth] in keep]
+    if match:   # The most specific term of the report's pattern: the context to learn.
+      assigned[index.ids[i]] = max(match, key=len)
+  tokens = sorted({t for s in assigned.values() for t in s})
+  return labels_lib.LabelSet(patterns, counts, tokens), kept, assigned
+
+
+def stage1_eval_assigned(config, index: ip.SplitIndex, label_set: labels_lib.LabelSet):
+  """Validation targets of stage 1: the same rule as for training, on another split."""
+  assigned = {}
+  for i, terms in enumerate(index.mesh):
+    pattern = labels_lib.simple_pattern(terms, config.labels.pattern_depth)
+    if pattern in label_set.index:
+      seqs = [labels_lib.mesh_term_to_tokens(t, config.labels.max_steps) for t in terms]
+      assigned[index.ids[i]] = max((s for s in seqs if s[: len(pattern)] == pattern), key=len)
+  return assigned
+
+
+# ============================================================================================ model + optimiser
+def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None) -> jpg_lib.JPG:
+  num_labels = len(label_set) if label_set else 1
+  num_tokens = label_set.vocab.num_logits if label_set else 2
+  return jpg_lib.from_config(config.model, vocab.num_logits, num_labels, num_tokens,
+                             jnp.dtype(config.compute_dtype))
+
+
+def make_optimizer(config, params, steps_per_epoch: int, stage: int) -> optax.GradientTransformation:
+  """R2Gen's optimiser: value clipping, coupled L2, Adam(amsgrad) with a step decay per epoch; the
+  extractor at its own learning rate. ``optim.name='adagrad'`` is the paper's "initial accumulator 0.1"."""
+  o = config.optim
+
+  def schedule(lr):
+    return optax.exponential_decay(lr, max(o.lr_step_epochs * steps_per_epoch, 1), o.lr_gamma,
+                                   staircase=True)
+
+  def base(lr):
+    if o.name == "adam":
+      scale = optax.scale_by_amsgrad() if o.amsgrad else optax.scale_by_adam()
+    elif o.name == "adagrad":
+      scale = optax.scale_by_rss(initial_accumulator_value=o.adagrad_initial_accumulator)
+    else:
+      raise ValueError(f"Unknown optimiser {o.name!r}.")
+    return optax.chain(optax.add_decayed_weights(o.weight_decay), scale,
+                       optax.scale_by_learning_rate(schedule(lr)))
+
+  def label(path, _):
+    top = path[0].key
+    if stage == 1 and top not in STAGE1_MODULES:
+      return "frozen"
+    if top == "visual_extractor":
+      return "frozen" if config.model.frozen_extractor else "extractor"
+    return "rest"
+
+  labels = jax.tree_util.tree_map_with_path(label, params)
+  tx = optax.multi_transform({"extractor": base(o.extractor_learning_rate), "rest": base(o.learning_rate),
+                              "frozen": optax.set_to_zero()}, labels)
+  return optax.chain(optax.clip(o.grad_clip_value), tx) if o.grad_clip_value else tx
+
+
+def learning_rate(config, steps_per_epoch: int, step: int) -> float:
+  o = config.optim
+  return o.learning_rate * o.lr_gamma ** (step // max(o.lr_step_epochs * steps_per_epoch, 1))
+
+
+# ============================================================================================ losses
+def masked_nll(logits, targets, mask):
+  """R2Gen's LanguageModelCriterion: summed NLL of the masked targets over the mask's sum."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  nll = -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+  return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def losses(out: dict, batch: dict, config, stage: int) -> dict:
+  t = config.train
+  result = {}
+  total = 0.0
+  if stage == 2:
+    result["report_loss"] = masked_nll(out["logits"], batch["report_ids"][:, 1:], batch["report_mask"][:, 1:])
+    total += result["report_loss"]
+  if "label_token_logits" in out:
+    result["label_loss"] = masked_nll(out["label_token_logits"], batch["label_ids"][:, 1:],
+                                      batch["label_mask"][:, 1:])                          # Eq. 11
+    result["class_loss"] = optax.sigmoid_binary_cross_entropy(
+        out["label_class_logits"].astype(jnp.float32), batch["label_targets"]).mean()
+    total += t.label_loss_weight * result["label_loss"] + t.class_loss_weight * result["class_loss"]
+  result["loss"] = total
+  return result
+
+
+# ============================================================================================ steps
+def train_step(state: dict, batch: dict, *, model, optimizer, config, stage: int):
+  """One optimiser step. ``state``: step, params, batch_stats, opt_state, rng (a plain pytree)."""
+  rng = jax.random.fold_in(state["rng"], state["step"])
+
+  def loss_fn(params):
+    variables = {"params": params, "batch_stats": state["batch_stats"]}
+    kw = dict(rngs={"dropout": rng}, mutable=["batch_stats"])
+    if stage == 1:
+      (class_logits, token_logits), updates = model.apply(
+          variables, batch["images"], batch["label_ids"], True, method=jpg_lib.JPG.labels, **kw)
+      out = {"label_class_logits": class_logits, "label_token_logits": token_logits}
+    else:
+      label_ids = batch["label_ids"] if model.use_labeler else None
+      out, updates = model.apply(variables, batch["images"], batch["report_ids"], label_ids, True, **kw)
+    terms = losses(out, batch, config, stage)
+    return terms["loss"], (terms, updates["batch_stats"])
+
+  (_, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+  new_state = dict(state, step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
+                   batch_stats=batch_stats, opt_state=opt_state)
+  terms["grad_norm"] = optax.global_norm(grads)
+  # 1 while every parameter is finite: a checkpoint is written only if its parameters are.
+  terms["params_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                              for x in jax.tree.leaves(new_state["params"])])).astype(jnp.float32)
+  return new_state, terms
+
+
+def predict_reports(variables, images, *, model, beam: int, max_len: int):
+  """Test-time outputs: report tokens (beam search) and, with a labeler, label logits and tokens."""
+  tokens, out = decode_lib.generate_reports(model, variables, images, beam=beam, max_len=max_len)
+  result = {"tokens": tokens}
+  for k in ("label_class_logits", "label_tokens"):
+    if k in out:
+      result[k] = out[k]
+  return result
+
+
+def predict_labels(variables, images, *, model, beam: int):
+  class_logits, tokens = decode_lib.generate_labels(model, variables, images, beam=beam)
+  return {"label_class_logits": class_logits, "label_tokens": tokens}
+
+
+def score_labels(variables, batch, *, model, beam: int):
+  """Stage 1's validation: generated labels and class logits, and the teacher-forced label NLL."""
+  out = predict_labels(variables, batch["images"], model=model, beam=beam)
+  _, token_logits = model.apply(variables, batch["images"], batch["label_ids"], False, method=jpg_lib.JPG.labels)
+  logp = jax.nn.log_softmax(token_logits.astype(jnp.float32))
+  nll = -jnp.take_along_axis(logp, batch["label_ids"][:, 1:, None], -1)[..., 0] * batch["label_mask"][:, 1:]
+  out["label_nll"], out["label_count"] = nll.sum(-1), batch["label_mask"][:, 1:].sum(-1)
+  return out
+
+
+# ============================================================================================ checkpoints
+def config_fingerprint(config) -> str:
+  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_workdir_config(config, workdir: epath.Path) -> None:
+  """A workdir written by a different config refuses to resume unless ``train.allow_config_change``."""
+  path = workdir / "config.json"
+  current = config.to_json(sort_keys=True, indent=1)
+  if path.exists() and path.read_text() != current and not config.train.allow_config_change:
+    old = json.loads(path.read_text())
+    new = json.loads(current)
+    diff = sorted(f"{s}.{k}" for s in set(old) | set(new) if isinstance(new.get(s), dict)
+                  for k in set(old.get(s, {})) | set(new.get(s, {}))
+                  if old.get(s, {}).get(k) != new.get(s, {}).get(k))
+    diff += sorted(k for k in set(old) | set(new) if not isinstance(new.get(k), dict) and old.get(k) != new.get(k))
+    raise ValueError(f"{workdir} was written by a different config (differs in {diff}); use another "
+                     f"workdir or set --config.train.allow_config_change=True to resume anyway.")
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(current)
+
+
+class StageCheckpoints:
+  """An orbax CheckpointManager per stage: the last N checkpoints plus the best on validation.
+
+  Items: ``state`` (step, params, batch_stats, opt_state, rng), ``data`` (the grain iterator's position)
+  and ``meta`` (stage, config fingerprint, vocabulary, label set, validation metric).
+  """
+
+  def __init__(self, directory: epath.Path, keep: int, metric: str):
+    self.metric = metric
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(keep),
+        ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[metric], reverse=False, n=1,
+                                      keep_checkpoints_without_metrics=False),
+    ])
+    self.manager = ocp.CheckpointManager(
+        directory.absolute(), options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True),
+        item_names=("state", "data", "meta"))
+
+  def save(self, step: int, state, data_state, meta: dict, metrics: dict | None = None):
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
+        meta=ocp.args.JsonSave(meta)), metrics=metrics, force=True)
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def best_step(self):
+    steps = [c for c in self.manager._checkpoints if c.metrics and self.metric in c.metrics]  # noqa: SLF001
+    if not steps:
+      return self.manager.latest_step()
+    return max(steps, key=lambda c: c.metrics[self.metric]).step
+
+  def restore(self, step: int, abstract_state):
+    r = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore()))
+    return r["state"], r["data"], r["meta"]
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+class Preemption:
+  """SIGTERM sets a flag; the train loop then writes a checkpoint and exits."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:   # Not the main thread: no handler.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    logging.warning("SIGTERM received: checkpointing before exit.")
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class PreemptedError(SystemExit):
+  def __init__(self):
+    super().__init__(143)
+
+
+# ============================================================================================ the stage loop
+@dataclasses.dataclass
+class Stage:
+  """Everything one stage's loop needs."""
+  number: int
+  model: jpg_lib.JPG
+  targets: ip.Targets
+  train_indices: list | None
+  num_steps: int
+  steps_per_epoch: int
+  select_metric: str     # validation metric for the best checkpoint
+
+
+def _gather(x):
+  """A global array as one host numpy array (all processes take part)."""
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+class Trainer:
+  """State shared by both stages: config, workdir, data, mesh and writer."""
+
+  def __init__(self, config, workdir: str, mesh=None, stop_at_step: tuple[int, int] | None = None):
+    self.config = config
+    self.workdir = epath.Path(workdir)
+    self.mesh = mesh if mesh is not None else parallel.make_mesh()
+    self.stop_at_step = stop_at_step   # (stage, step): stop there as on SIGTERM (tests, time-boxed jobs)
+    self.history = []                  # logged training metrics, also in DIR/logs/history.jsonl
+    self.global_batch = config.train.batch_size
+    self.local_batch = parallel.local_batch_size(self.global_batch, self.mesh)
+    self.eval_batch = config.train.eval_batch_size
+    parallel.local_batch_size(self.eval_batch, self.mesh)
+    self.writer = metric_writers.create_default_writer(str(self.workdir / "logs"),
+                                                       just_logging=jax.process_index() > 0)
+    self.data: Data | None = None
+
+  # -------------------------------------------------------------------------- state
+  def _init_variables(self, model, rng):
+    d = self.config.dataset
+    shapes = ip.example_shapes(d.image_size, d.max_seq_length, self.config.labels.max_steps, 1)
+    images = jnp.zeros((1,) + shapes["images"], jnp.float32)
+    reports = jnp.zeros((1,) + shapes["report_ids"], jnp.int32)
+    label_ids = jnp.zeros((1,) + shapes["label_ids"], jnp.int32) if model.use_labeler else None
+    p_rng, d_rng = jax.random.split(rng)
+    return model.init({"params": p_rng, "dropout": d_rng}, images, reports, label_ids)
+
+  def param_shapes(self, model):
+    return jax.eval_shape(lambda: self._init_variables(model, jax.random.key(0)))["params"]
+
+  def init_state(self, model, optimizer, seed: int):
+    def init(rng):
+      v_rng, s_rng = jax.random.split(rng)
+      variables = self._init_variables(model, v_rng)
+      params = variables["params"]
+      return {"step": jnp.zeros((), jnp.int32), "params": params,
+              "batch_stats": variables.get("batch_stats", {}), "opt_state": optimizer.init(params),
+              "rng": s_rng}
+
+    replicated = parallel.replicated(self.mesh)
+    return jax.jit(init, out_shardings=replicated)(jax.random.key(seed))
+
+  def load_resnet(self, state):
+    path = self.config.resnet_checkpoint
+    if not path:
+      return state
+    from jpg_jax.tools import convert_resnet
+    converted = convert_resnet.restore(path, self.config.model.resnet_depth)
+    state = dict(state)
+    state["params"] = dict(state["params"], visual_extractor=converted["params"])
+    state["batch_stats"] = dict(state["batch_stats"], visual_extractor=converted["batch_stats"])
+    logging.info("Visual extractor initialised from %s.", path)
+    return jax.device_put(state, parallel.replicated(self.mesh))
+
+  def log_history(self, step: int, scalars: dict):
+    self.history.append({"step": step, **scalars})
+    if jax.process_index() == 0:
+      path = self.workdir / "logs" / "history.jsonl"
+      path.parent.mkdir(parents=True, exist_ok=True)
+      with path.open("a") as f:
+        f.write(json.dumps({"step": step, **scalars}) + "\n")
+
+  # -------------------------------------------------------------------------- iteration
+  def train_iter(self, stage: Stage):
+    ds = ip.train_dataset(self.data.sources["train"], self.data.index["train"], stage.targets,
+                          batch_size=self.local_batch, seed=self.config.seed + stage.number,
+                          image=image_options(self.config, True), indices=stage.train_indices,
+                          process_index=jax.process_index(), process_count=jax.process_count())
+    return ip.to_iter(ds, self.config.dataset.worker_count)
+
+  def eval_batches(self, split: str, targets: ip.Targets):
+    ds = ip.eval_dataset(self.data.sources[split], self.data.index[split], targets,
+                         global_batch_size=self.eval_batch, image=image_options(self.config, False),
+                         process_index=jax.process_index(), process_count=jax.process_count())
+    for batch in ds:
+      yield parallel.global_batch(batch, self.mesh)
+
+  def run_predictions(self, fn, variables, split: str, targets: ip.Targets) -> dict:
+    """Applies a jitted ``fn(variables, batch)`` to a whole split; host arrays for the real examples."""
+    outs, index, mask = [], [], []
+    for batch in self.eval_batches(split, targets):
+      outs.append(jax.tree.map(_gather, fn(variables, batch)))
+      index.append(_gather(batch["index"]))
+      mask.append(_gather(batch["mask"]))
+    keep = np.concatenate(mask) > 0
+    result = {k: np.concatenate([o[k] for o in outs])[keep] for k in outs[0]}
+    result["index"] = np.concatenate(index)[keep]
+    return result
+
+  # -------------------------------------------------------------------------- one stage
+  def run_stage(self, stage: Stage, state, optimizer, evaluate_fn, meta: dict):
+    """Trains ``stage`` from ``state`` (or from its latest checkpoint), evaluating every
+    ``eval_every_epochs``; returns the best checkpoint's state."""
+    cfg = self.config.train
+    ckpt = StageCheckpoints(self.workdir / f"stage{stage.number}", cfg.keep_checkpoints, stage.select_metric)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    it = self.train_iter(stage)
+    latest = ckpt.latest_step()
+    if latest is not None:
+      state, data_state, saved_meta = ckpt.restore(latest, abstract)
+      if saved_meta.get("config_fingerprint") != meta["config_fingerprint"] and not cfg.allow_config_change:
+        raise ValueError(f"Checkpoint {latest} of stage {stage.number} was written by another config.")
+      it.set_state(data_state)
+      logging.info("Stage %d: resumed at step %d.", stage.number, latest)
+    step = int(state["step"])
+
+    replicated, sharded = parallel.replicated(self.mesh), parallel.data_sharded(self.mesh)
+    step_fn = jax.jit(functools.partial(train_step, model=stage.model, optimizer=optimizer,
+                                        config=self.config, stage=stage.number),
+                      in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+                      donate_argnums=0)
+    eval_every = max(int(cfg.eval_every_epochs * stage.steps_per_epoch), 1)
+    progress = metric_writers.ReportProgress(stage.num_steps, self.writer, cfg.log_every_steps,
+                                             self.global_batch, prefix=f"stage{stage.number}/")
+    sums, count = None, 0
+    with Preemption() as preemption:
+      while step < stage.num_steps:
+        batch = parallel.global_batch(next(it), self.mesh)
+        state, terms = step_fn(state, batch)
+        step += 1
+        sums = terms if sums is None else jax.tree.map(jnp.add, sums, terms)
+        count += 1
+        progress(step)
+        boundary = step % eval_every == 0 or step == stage.num_steps
+        stop = preemption.requested or self.stop_at_step == (stage.number, step)
+        if step % cfg.log_every_steps == 0 or boundary or stop:
+          means = {f"stage{stage.number}/train_{k}": float(v) / count for k, v in sums.items()}
+          finite = means.pop(f"stage{stage.number}/train_params_finite") == 1.0
+          if not (finite and np.isfinite(means[f"stage{stage.number}/train_loss"])):
+            ckpt.wait()
+            raise FloatingPointError(
+                f"Stage {stage.number}: non-finite loss at step {step} ({means}); the last good checkpoint "
+                f"is step {ckpt.latest_step()} in {self.workdir / f'stage{stage.number}'}.")
+          means[f"stage{stage.number}/learning_rate"] = learning_rate(self.config, stage.steps_per_epoch,
+                                                                      step)
+          self.writer.write_scalars(step, means)
+          self.log_history(step, means)
+          sums, count = None, 0
+        if stop:
+          ckpt.save(step, state, it.get_state(), meta)
+          ckpt.wait()
+          self.writer.flush()
+          logging.warning("Stage %d: checkpoint %d written after SIGTERM; exiting.", stage.number, step)
+          raise PreemptedError()
+        if boundary:
+          metrics = evaluate_fn(state)
+          val = {f"stage{stage.number}/val_{k}": v for k, v in metrics.items()}
+          self.writer.write_scalars(step, val)
+          self.log_history(step, val)
+          ckpt.save(step, state, it.get_state(), dict(meta, val=metrics), metrics=metrics)
+    ckpt.wait()
+    best = ckpt.best_step()
+    logging.info("Stage %d: best checkpoint is step %s.", stage.number, best)
+    best_state, _, _ = ckpt.restore(best, abstract)
+    ckpt.close()
+    self.writer.flush()
+    return best_state, best
+
+
+# ============================================================================================ evaluation helpers
+def variables_of(state) -> dict:
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+def label_f1(pred_logits: np.ndarray, truth: np.ndarray, label_set) -> evaluate_lib.LabelScores:
+  names = ["<" + " ".join(l) + ">" for l in label_set.labels]
+  return evaluate_lib.label_scores(truth > 0, pred_logits > 0, names)
+
+
+def report_results(trainer: Trainer, state, model, split: str, targets: ip.Targets, label_set,
+                   with_meteor: bool, per_report: bool = False):
+  """Decodes ``split`` and scores it. Returns (metrics dict, per-report rows)."""
+  cfg = trainer.config
+  fn = jax.jit(lambda v, b: predict_reports(v, b["images"], model=model, beam=cfg.train.beam_size,
+                                            max_len=cfg.dataset.max_seq_length))
+  out = trainer.run_predictions(fn, variables_of(state), split, targets)
+  index = trainer.data.index[split]
+  vocab = trainer.data.vocab
+  predictions = [vocab.decode(t) for t in out["tokens"]]
+  references = [vocab.decode(vocab.encode_padded(index.reports[i], cfg.dataset.max_seq_length)[0][1:])
+                for i in out["index"]]
+  scores, each = evaluate_lib.caption_scores(references, predictions, with_meteor, per_report=True)
+  metrics = dict(scores)
+  rows = []
+  truth = None
+  if label_set is not None and "label_class_logits" in out:
+    truth = np.stack([label_set.multi_hot(index.mesh[i]) for i in out["index"]])
+    f1 = label_f1(out["label_class_logits"], truth, label_set)
+    metrics["label_micro_f1"] = f1.micro_f1
+    metrics["label_per_label"] = f1.per_label
+  if per_report:
+    for k, i in enumerate(out["index"]):
+      row = {"id": index.ids[i], "reference": references[k], "prediction": predictions[k],
+             "scores": {name: each[name][k] for name in each}}
+      if truth is not None:
+        row["true_labels"] = [" ".join(label_set.labels[j]) for j in np.flatnonzero(truth[k])]
+        row["predicted_labels"] = [" ".join(label_set.labels[j])
+                                   for j in np.flatnonzero(out["label_class_logits"][k] > 0)]
+        row["generated_label"] = " ".join(label_set.decode_sequence(out["label_tokens"][k]))
+      rows.append(row)
+  return metrics, rows
+
+
+# ============================================================================================ main entry
+def train_and_evaluate(config, workdir: str, mesh=None, stop_at_step: tuple[int, int] | None = None) -> dict:
+  """The whole method. ``stop_at_step=(stage, step)`` stops there with a checkpoint, as SIGTERM does."""
+  workdir = epath.Path(workdir)
+  check_workdir_config(config, workdir)
+  trainer = Trainer(config, str(workdir), mesh, stop_at_step)
+  trainer.data = data = load_data(config)
+  if jax.process_index() == 0:
+    data.vocab.save(workdir / "vocab.json")
+  fingerprint = config_fingerprint(config)
+  logging.info("Vocabulary: %d tokens; splits %s; %d devices, %d processes.", len(data.vocab),
+               {s: len(i) for s, i in data.index.items()}, jax.device_count(), jax.process_count())
+  steps_per_epoch = max(len(data.index["train"]) // trainer.global_batch, 1)
+  d, t = config.dataset, config.train
+
+  # ---------------------------------------------------------------- stage 1 + mining
+  label_set, assigned, stage1_state = None, None, None
+  if config.model.use_labeler:
+    patterns, kept, stage1_assigned = stage1_labels(config, data.index["train"])
+    if jax.process_index() == 0:
+      (workdir / "labels").mkdir(parents=True, exist_ok=True)
+      patterns.save(workdir / "labels" / "stage1_patterns.json")
+    targets1 = ip.Targets(data.vocab, d.max_seq_length, patterns, config.labels.max_steps, stage1_assigned)
+    val_targets1 = ip.Targets(data.vocab, d.max_seq_length, patterns, config.labels.max_steps,
+                              stage1_eval_assigned(config, data.index["val"], patterns))
+    model1 = create_model(config, data.vocab, patterns)
+    spe1 = max(len(kept) // trainer.global_batch, 1)
+    opt1 = make_optimizer(config, trainer.param_shapes(model1), spe1, 1)
+    state = trainer.load_resnet(trainer.init_state(model1, opt1, config.seed))
+    label_fn = jax.jit(functools.partial(score_labels, model=model1, beam=config.labels.mining_beam))
+
+    def evaluate1(st):
+      """Validation label log-likelihood (for selection), sequence accuracy and the head's micro-F1."""
+      out = trainer.run_predictions(label_fn, variables_of(st), "val", val_targets1)
+      val = data.index["val"]
+      truth = np.stack([patterns.multi_hot(val.mesh[i]) for i in out["index"]])
+      target = [val_targets1.assigned.get(val.ids[i]) for i in out["index"]]
+      hits = [patterns.decode_sequence(tok) == t for tok, t in zip(out["label_tokens"], target) if t]
+      return {"label_log_likelihood": -float(out["label_nll"].sum() / max(out["label_count"].sum(), 1)),
+              "label_accuracy": float(np.mean(hits)) if hits else 0.0,
+              "label_micro_f1": label_f1(out["label_class_logits"], truth, patterns).micro_f1}
+
+    stage1 = Stage(1, model1, targets1, kept, int(t.stage1_epochs * spe1), spe1, "label_log_likelihood")
+    meta = {"stage": 1, "config_fingerprint": fingerprint, "vocabulary": json.loads(data.vocab.to_json()),
+            "label_set": json.loads(patterns.to_json())}
+    stage1_state, _ = trainer.run_stage(stage1, state, opt1, evaluate1, meta)
+
+    # Mining: the stage-1 model labels every training report.
+    mine_fn = jax.jit(lambda v, b: predict_labels(v, b["images"], model=model1,
+                                                  beam=config.labels.mining_beam))
+    out = trainer.run_predictions(mine_fn, variables_of(stage1_state), "train", targets1)
+    generated = {data.index["train"].ids[i]: patterns.decode_sequence(tok)
+                 for i, tok in zip(out["index"], out["label_tokens"])}
+    label_set, assigned = mine_labels(generated, config.labels.num_mined, patterns)
+    if jax.process_index() == 0:
+      label_set.save(workdir / "labels" / "mined.json")
+      (workdir / "labels" / "mined.txt").write_text(
+          f"# {len(label_set)} context-aware labels mined from {len(generated)} training reports "
+          f"(count, label)\n" + label_set.describe() + "\n")
+    logging.info("Mined %d context-aware labels:\n%s", len(label_set), label_set.describe())
+
+  # ---------------------------------------------------------------- stage 2
+  targets2 = ip.Targets(data.vocab, d.max_seq_length, label_set, config.labels.max_steps, assigned)
+  eval_targets2 = ip.Targets(data.vocab, d.max_seq_length, label_set, config.labels.max_steps)
+  model2 = create_model(config, data.vocab, label_set)
+  opt2 = make_optimizer(config, trainer.param_shapes(model2), steps_per_epoch, 2)
+  state = trainer.init_state(model2, opt2, config.seed + 1)
+  state = trainer.load_resnet(state) if stage1_state is None else carry_over(state, stage1_state, opt2,
+                                                                             trainer.mesh)
+
+  def evaluate2(st):
+    metrics, _ = report_results(trainer, st, model2, "val", eval_targets2, label_set, t.val_meteor)
+    metrics.pop("label_per_label", None)
+    return metrics
+
+  stage2 = Stage(2, model2, targets2, None, int(t.stage2_epochs * steps_per_epoch), steps_per_epoch,
+                 "BLEU_4")
+  meta = {"stage": 2, "config_fingerprint": fingerprint, "vocabulary": json.loads(data.vocab.to_json()),
+          "label_set": json.loads(label_set.to_json()) if label_set else None}
+  best_state, best_step = trainer.run_stage(stage2, state, opt2, evaluate2, meta)
+
+  # ---------------------------------------------------------------- test
+  return write_test_results(trainer, best_state, best_step, model2, eval_targets2, label_set)
+
+
+def carry_over(state2, state1, optimizer, mesh):
+  """Stage 2 starts from stage 1's parameters wherever the shapes agree (the head's class layer, sized
+  by the label set, starts afresh); the optimiser state is new."""
+  p1 = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(state1["params"])[0]}
+  b1 = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(state1["batch_stats"])[0]}
+  fresh = []
+
+  def take(source, path, value):
+    k = jax.tree_util.keystr(path)
+    if k in source and source[k].shape == value.shape:
+      return source[k]
+    fresh.append(k)
+    return value
+
+  params = jax.tree_util.tree_map_with_path(lambda p, v: take(p1, p, v), state2["params"])
+  batch_stats = jax.tree_util.tree_map_with_path(lambda p, v: take(b1, p, v), state2["batch_stats"])
+  logging.info("Stage 2 starts from stage 1's parameters except %s.", fresh)
+  new = dict(state2, params=params, batch_stats=batch_stats, opt_state=optimizer.init(params))
+  return jax.device_put(new, parallel.replicated(mesh))
+
+
+def mine_labels(generated: dict, num_mined: int, patterns: labels_lib.LabelSet):
+  """The ``num_mined`` most frequent non-empty generated sequences, and each report's one if kept."""
+  counts: dict = {}
+  for seq in generated.values():
+    if seq:
+      counts[seq] = counts.get(seq, 0) + 1
+  ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:num_mined]
+  tokens = [patterns.vocab.idx2token[i] for i in range(1, len(patterns.vocab) + 1)]
+  label_set = labels_lib.LabelSet([l for l, _ in ranked], dict(ranked), tokens)
+  assigned = {k: v for k, v in generated.items() if v in label_set.index}
+  return label_set, assigned
+
+
+def write_test_results(trainer: Trainer, state, step, model, targets, label_set) -> dict:
+  config, data = trainer.config, trainer.data
+  metrics, rows = report_results(trainer, state, model, "test", targets, label_set, with_meteor=True,
+                                 per_report=True)
+  references = [r["reference"] for r in rows]
+  train_refs = [data.vocab.decode(data.vocab.encode_padded(r, config.dataset.max_seq_length)[0][1:])
+                for r in data.index["train"].reports]
+  metrics["baseline_most_frequent"] = evaluate_lib.baseline_scores(train_refs, references)
+  metrics["baseline_most_frequent"]["report"] = evaluate_lib.most_frequent_report(train_refs)
+  metrics["checkpoint_step"] = int(step)
+  metrics["num_reports"] = len(rows)
+  if jax.process_index() == 0:
+    results = trainer.workdir / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
+    with (results / "test_reports.jsonl").open("w") as f:
+      for row in rows:
+        f.write(json.dumps(row) + "\n")
+  summary = {k: v for k, v in metrics.items() if k in evaluate_lib.CAPTION_KEYS + ("label_micro_f1",)}
+  logging.info("Test: %s; baseline: %s", summary,
+               {k: metrics["baseline_most_frequent"][k] for k in evaluate_lib.CAPTION_KEYS})
+  trainer.writer.write_scalars(int(step), {f"test/{k}": v for k, v in summary.items()})
+  trainer.writer.flush()
+  return metrics
+
+
+# ============================================================================================ evaluate / predict
+def restore_for_inference(config, workdir: str):
+  """(trainer, model, state, best step, vocabulary, label set) from a workdir's best stage-2 checkpoint."""
+  workdir = epath.Path(workdir)
+  trainer = Trainer(config, str(workdir))
+  vocab = text.Vocabulary.load(workdir / "vocab.json")
+  label_set = None
+  if config.model.use_labeler:
+    label_set = labels_lib.LabelSet.load(workdir / "labels" / "mined.json")
+  model = create_model(config, vocab, label_set)
+  optimizer = make_optimizer(config, trainer.param_shapes(model), 1, 2)
+  abstract = jax.eval_shape(lambda: trainer.init_state(model, optimizer, 0))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                         sharding=parallel.replicated(trainer.mesh)), abstract)
+  ckpt = StageCheckpoints(workdir / "stage2", config.train.keep_checkpoints, "BLEU_4")
+  step = ckpt.best_step()
+  if step is None:
+    raise FileNotFoundError(f"No stage-2 checkpoint in {workdir / 'stage2'}.")
+  state, _, _ = ckpt.restore(step, abstract)
+  ckpt.close()
+  return trainer, model, state, step, vocab, label_set
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+  """Re-scores the best stage-2 checkpoint on the test split (rewrites ``DIR/results``)."""
+  trainer, model, state, step, vocab, label_set = restore_for_inference(config, workdir)
+  trainer.data = load_data(config)
+  if trainer.data.vocab != vocab:
+    raise ValueError("The dataset's vocabulary differs from the one this workdir was trained with.")
+  targets = ip.Targets(vocab, config.dataset.max_seq_length, label_set, config.labels.max_steps)
+  return write_test_results(trainer, state, step, model, targets, label_set)
+
+
+def predict(config, workdir: str, image_paths, output_dir: str | None = None) -> dict:
+  """Report and context-aware labels for one study (two image files); writes an attention-map PNG."""
+  from PIL import Image
+  from jpg_jax import attention
+  if len(image_paths) != 2:
+    raise ValueError(f"--images needs the frontal and the lateral view, got {len(image_paths)} file(s).")
+  trainer, model, state, step, vocab, label_set = restore_for_inference(config, workdir)
+  views = [np.asarray(Image.open(p).convert("L")) for p in image_paths]
+  size = config.dataset.image_size
+  images = np.stack([ip.normalise(Image.fromarray(v).resize((size, size), Image.BILINEAR)) for v in views])
+  images = jnp.asarray(images[None])
+  variables = variables_of(state)
+  out = jax.jit(functools.partial(predict_reports, model=model, beam=config.train.beam_size,
+                                  max_len=config.dataset.max_seq_length))(variables, images)
+  tokens = np.asarray(out["tokens"][0])
+  report = vocab.decode(tokens)
+  result = {"report": report, "checkpoint_step": int(step)}
+  if label_set is not None:
+    if "label_tokens" not in out:
+      out.update(predict_labels(variables, images, model=model, beam=config.labels.mining_beam))
+    result["generated_label"] = " ".join(label_set.decode_sequence(np.asarray(out["label_tokens"][0])))
+    result["predicted_labels"] = [" ".join(label_set.labels[j])
+                                  for j in np.flatnonzero(np.asarray(out["label_class_logits"][0]) > 0)]
+  out_dir = epath.Path(output_dir or (epath.Path(workdir) / "predict"))
+  out_dir.mkdir(parents=True, exist_ok=True)
+  words = report.split()
+  if words:
+    maps = attention.word_attention(model, variables, images, tokens)
+    attention.save_attention_png(out_dir / "attention.png", views, words, maps)
+    result["attention_png"] = str(out_dir / "attention.png")
+  (out_dir / "prediction.json").write_text(json.dumps(result, indent=1))
+  return result

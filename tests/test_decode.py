@@ -1,0 +1,127 @@
+"""Beam search: exact on a tiny vocabulary (against exhaustive search), greedy at beam 1, and JPG's
+cached decoding."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jpg_jax import decode
+
+V, MAX_LEN, BATCH = 3, 4, 3   # tokens {0 = EOS, 1, 2}
+
+
+def _table(seed):
+  """A toy autoregressive model: log-probs depend on the whole prefix (a hash of it) and the example."""
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.normal(0, 1.5, (BATCH, 64, V)), jnp.float32)
+
+
+def _prefix_code(prefix):
+  code = 1
+  for t in prefix:
+    code = (code * 5 + int(t) + 1) % 64
+  return code
+
+
+def _step_fn(table, beam):
+  def step(state, tokens):
+    codes, example = state
+    codes = (codes * 5 + tokens[:, 0] + 1) % 64
+    logits = table[example, codes]
+    return logits[:, None], (codes, example)
+  return step
+
+
+def _init_state(beam):
+  example = jnp.repeat(jnp.arange(BATCH), beam)
+  # The state is the code of the prefix read so far (_prefix_code([]) == 1); the first call reads BOS.
+  codes = jnp.full((BATCH * beam,), 1, jnp.int32)
+  return codes, example
+
+
+def _exhaustive(table, b):
+  """Best score over every sequence ending in EOS within MAX_LEN tokens, or MAX_LEN tokens without EOS."""
+  best, best_seq = -np.inf, None
+  for n in range(1, MAX_LEN + 1):
+    for seq in itertools.product(range(V), repeat=n):
+      if any(t == 0 for t in seq[:-1]) or (n < MAX_LEN and seq[-1] != 0):
+        continue
+      score = sum(np.asarray(jax.nn.log_softmax(table[b, _prefix_code([0] + list(seq[:k]))]))[seq[k]]
+                  for k in range(n))
+      if score > best:
+        best, best_seq = score, seq
+  return best, best_seq
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_search_equals_exhaustive_search(seed):
+  table = _table(seed)
+  beam = V ** MAX_LEN   # wide enough to be exact
+  tokens, scores, _, _ = jax.jit(lambda s: decode.beam_search(_step_fn(table, beam), s, BATCH, beam, MAX_LEN))(
+      _init_state(beam))
+  for b in range(BATCH):
+    best, seq = _exhaustive(table, b)
+    np.testing.assert_allclose(scores[b], best, rtol=1e-5)
+    expected = list(seq) + [0] * (MAX_LEN - len(seq))
+    np.testing.assert_array_equal(tokens[b], expected)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_beam_one_is_greedy(seed):
+  table = _table(seed)
+  tokens, scores, _, _ = decode.beam_search(_step_fn(table, 1), _init_state(1), BATCH, 1, MAX_LEN)
+  for b in range(BATCH):   # the argmax path, by hand
+    prefix, total = [], 0.0
+    while len(prefix) < MAX_LEN and (not prefix or prefix[-1] != 0):
+      logp = np.asarray(jax.nn.log_softmax(table[b, _prefix_code([0] + prefix)]))
+      prefix.append(int(logp.argmax()))
+      total += logp.max()
+    np.testing.assert_array_equal(tokens[b], prefix + [0] * (MAX_LEN - len(prefix)))
+    np.testing.assert_allclose(scores[b], total, rtol=1e-5)
+
+
+def test_small_beam_is_never_worse_than_greedy():
+  table = _table(7)
+  _, greedy_scores = decode.greedy(_step_fn(table, 1), _init_state(1), BATCH, MAX_LEN)
+  _, beam_scores, _, _ = decode.beam_search(_step_fn(table, 3), _init_state(3), BATCH, 3, MAX_LEN)
+  assert np.all(np.asarray(beam_scores) >= np.asarray(greedy_scores) - 1e-6)
+
+
+def test_jpg_beam_search_scores_match_teacher_forcing():
+  """The cached decoder's beam search returns hypotheses whose scores equal the full model's log-prob."""
+  from jpg_jax.models import jpg as jpg_lib
+  model = jpg_lib.JPG(vocab_size=7, num_labels=3, num_label_tokens=6, resnet_depth=10, num_bases=8,
+                      d_model=16, d_ff=16, num_heads=2, num_layers=1, label_hidden=16)
+  images = jax.random.normal(jax.random.key(0), (2, 2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), images, jnp.zeros((2, 6), jnp.int32), jnp.zeros((2, 6), jnp.int32))
+  beam, max_len = 3, 6
+  memory, mask, _ = model.apply(variables, images, False, method=jpg_lib.JPG.encode)
+  mem_t, mask_t = decode.tile_beams((memory, mask), beam)
+  cache = decode.init_cache(model, variables, mem_t, mask_t, max_len)
+  tokens, scores, _, _ = decode.beam_search(decode.report_step_fn(model, variables, mem_t, mask_t), cache, 2,
+                                            beam, max_len)
+  for b in range(2):
+    seq = [int(t) for t in tokens[b]]
+    n = seq.index(0) + 1 if 0 in seq else max_len
+    ids = jnp.asarray([[0] + seq[:n]])
+    logits = model.apply(variables, ids, memory[b:b + 1], mask[b:b + 1], False, method=jpg_lib.JPG.decode)
+    logp = jax.nn.log_softmax(logits[0])
+    total = sum(float(logp[k, seq[k]]) for k in range(n))
+    np.testing.assert_allclose(scores[b], total, rtol=1e-4, atol=1e-4)
+  generated, _ = decode.generate_reports(model, variables, images, beam=beam, max_len=max_len)
+  np.testing.assert_array_equal(generated, tokens)
+  # Greedy through the cache equals argmax decoding with the full (uncached) decoder.
+  greedy, _ = decode.generate_reports(model, variables, images, beam=1, max_len=max_len)
+  ids = jnp.zeros((2, 1), jnp.int32)
+  for _ in range(max_len):
+    logits = model.apply(variables, ids, memory, mask, False, method=jpg_lib.JPG.decode)
+    ids = jnp.concatenate([ids, jnp.argmax(logits[:, -1:], -1).astype(jnp.int32)], axis=1)
+  expected = np.asarray(ids[:, 1:])
+  for b in range(2):
+    row = list(expected[b])
+    if 0 in row:
+      row = row[: row.index(0)] + [0] * (max_len - row.index(0))
+    np.testing.assert_array_equal(greedy[b], row)
