@@ -1,9 +1,9 @@
 """jpg-jax entry point: ``python -m jpg_jax.main --config=configs/jpg.py[:variant] --workdir=DIR --mode=M``.
 
 Modes:
-  stats   Table 1 (images, reports, patients, average report length per split) for the config's dataset,
-          building the dataset first if it is not there yet.
-  params  parameter counts per component of the config's model (shapes only, nothing is computed).
+  stats     Table 1 (images, reports, patients, average report length per split) for the config's
+            dataset, building the dataset first if it is not there yet.
+  params    parameter counts per component of the config's model (shapes only, nothing is computed).
   train     (default) the whole method: stage 1, label mining, stage 2, test evaluation (jpg_jax/train.py).
   evaluate  re-scores the workdir's best stage-2 checkpoint on the test split.
   predict   --images=FRONTAL,LATERAL: the report and context-aware labels, and DIR/predict/attention.png.
