@@ -57,11 +57,14 @@ def _merge_views(grids):
   return grids.reshape((b * v,) + grids.shape[2:]), b, v
 
 
-class GoogLeNetHead(nn.Module):
+class _Head(nn.Module):
+  """A classification head: ``(B, V, h, w, C)`` grids -> ``(B, hidden)`` embedding."""
   hidden: int = 512
   dropout: float = 0.2
   dtype: Any = jnp.float32
 
+
+class GoogLeNetHead(_Head):
   @nn.compact
   def __call__(self, grids, train: bool):
     x, b, v = _merge_views(grids)
@@ -77,11 +80,7 @@ class GoogLeNetHead(nn.Module):
     return nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc")(y))
 
 
-class AlexNetHead(nn.Module):
-  hidden: int = 512
-  dropout: float = 0.2
-  dtype: Any = jnp.float32
-
+class AlexNetHead(_Head):
   @nn.compact
   def __call__(self, grids, train: bool):
     x, b, v = _merge_views(grids)
@@ -94,11 +93,7 @@ class AlexNetHead(nn.Module):
     return nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="fc")(x))
 
 
-class NINHead(nn.Module):
-  hidden: int = 512
-  dropout: float = 0.2
-  dtype: Any = jnp.float32
-
+class NINHead(_Head):
   @nn.compact
   def __call__(self, grids, train: bool):
     x, b, v = _merge_views(grids)
