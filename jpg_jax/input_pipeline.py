@@ -84,11 +84,8 @@ class SplitIndex:
 
 
 # ------------------------------------------------------------------------------------------ images
-def decode_view(png: bytes | np.ndarray) -> Image.Image:
-  if isinstance(png, np.ndarray) and png.dtype != np.uint8:  # Not expected: SkipDecoding gives bytes.
-    png = png.tobytes()
-  if isinstance(png, np.ndarray):
-    return Image.fromarray(png.reshape(png.shape[:2]))
+def decode_view(png: bytes) -> Image.Image:
+  """PNG bytes (``open_split`` skips TFDS's image decoding) -> a grey-scale PIL image."""
   return Image.open(io.BytesIO(png)).convert("L")
 
 

@@ -239,12 +239,10 @@ def check_workdir_config(config, workdir: epath.Path) -> None:
   path = workdir / "config.json"
   current = config.to_json(sort_keys=True, indent=1)
   if path.exists() and path.read_text() != current and not config.train.allow_config_change:
-    old = json.loads(path.read_text())
-    new = json.loads(current)
-    diff = sorted(f"{s}.{k}" for s in set(old) | set(new) if isinstance(new.get(s), dict)
-                  for k in set(old.get(s, {})) | set(new.get(s, {}))
-                  if old.get(s, {}).get(k) != new.get(s, {}).get(k))
-    diff += sorted(k for k in set(old) | set(new) if not isinstance(new.get(k), dict) and old.get(k) != new.get(k))
+    flat = lambda d, pre="": {k2: v2 for k, v in d.items() for k2, v2 in (
+        flat(v, f"{pre}{k}.").items() if isinstance(v, dict) else [(f"{pre}{k}", v)])}
+    old, new = flat(json.loads(path.read_text())), flat(json.loads(current))
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     raise ValueError(f"{workdir} was written by a different config (differs in {diff}); use another "
                      f"workdir or set --config.train.allow_config_change=True to resume anyway.")
   if jax.process_index() == 0:

@@ -72,11 +72,25 @@ def test_predict_two_images(run, tmp_path):
     paths.append(str(p))
   result = train.predict(config, str(workdir), paths, str(tmp_path / "out"))
   assert isinstance(result["report"], str) and "predicted_labels" in result
-  if result["report"]:
-    assert (tmp_path / "out" / "attention.png").exists()
+  assert (tmp_path / "out" / "attention.png").exists() == bool(result["report"])
   assert json.loads((tmp_path / "out" / "prediction.json").read_text())["report"] == result["report"]
   with pytest.raises(ValueError, match="frontal and the lateral"):
     train.predict(config, str(workdir), paths[:1])
+
+
+def test_attention_maps_for_given_words(run, tmp_path):
+  """Fig. 4 on fixed words, whatever the smoke model generates: one map per word and view, a PNG."""
+  import jax.numpy as jnp
+  from jpg_jax import attention
+  config, workdir, _ = run
+  _, model, state, _, _, _ = train.restore_for_inference(config, str(workdir))
+  size = config.dataset.image_size
+  images = jnp.zeros((1, 2, size, size, 3))
+  maps = attention.word_attention(model, train.variables_of(state), images, np.array([3, 4, 5, 0, 0]))
+  assert maps.shape[:2] == (3, 2) and np.all(maps >= 0) and np.all(maps.sum(axis=(1, 2, 3)) <= 1 + 1e-5)
+  views = [np.zeros((size, size), np.uint8)] * 2
+  attention.save_attention_png(tmp_path / "a.png", views, ["w1", "w2", "w3"], maps)
+  assert Image.open(tmp_path / "a.png").size[0] > 0
 
 
 def _losses(workdir, stage="stage2"):
