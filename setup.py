@@ -32,6 +32,7 @@ setup(
     extras_require={
         # torch==2.13.0 is the CPU wheel; the parity tests compare against hand-written references.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "psutil>=5"],
-        "tpu": ["jax[tpu]>=0.10.2,<0.13"],
+        # TPU VMs (launch_tpu.sh): libtpu, and gs:// workdirs through etils.epath (fsspec + gcsfs).
+        "tpu": ["jax[tpu]>=0.10.2,<0.13", "gcsfs>=2024.2"],
     },
 )

@@ -165,28 +165,38 @@ class _Example:
     return out
 
 
-def host_shard(indices: Sequence[int], process_index: int, process_count: int) -> list[int]:
-  """A contiguous, nearly equal share of ``indices`` for one host."""
-  n = len(indices)
-  lo, hi = process_index * n // process_count, (process_index + 1) * n // process_count
-  return list(indices[lo:hi])
+def _collate(examples: Sequence[dict]) -> dict:
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
 def train_dataset(source, split: SplitIndex, targets: Targets, *, batch_size: int, seed: int,
                   image: ImageOptions = ImageOptions(), indices: Sequence[int] | None = None,
                   process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """Infinite, shuffled (new order each epoch), per-host batches of ``batch_size`` examples.
+  """Infinite, shuffled (new order each epoch) batches of ``batch_size`` examples for this host.
+
+  The order is global, so that a run's batches do not depend on how many hosts read them: every host
+  shuffles the same index list with the same seed, cuts the stream into global batches of
+  ``batch_size * process_count`` examples and takes its own contiguous slice of each (host 0 the first
+  ``batch_size``, ...). An example's augmentation draws from ``(seed, its position in the global stream)``
+  alone. The global batch at step ``s`` is therefore the same for 1 host x 8 devices and 2 hosts x 4
+  devices, and every host's iterator is at the same position (one ``get_state`` describes them all).
 
   ``indices`` restricts training to some examples (stage 1: the simple-pattern reports).
   """
   indices = list(range(len(split))) if indices is None else list(indices)
-  shard = host_shard(indices, process_index, process_count)
-  if len(shard) < batch_size:
-    raise ValueError(f"Host {process_index} has {len(shard)} examples, fewer than its batch {batch_size}.")
+  global_size = batch_size * process_count
+  if len(indices) < global_size:
+    raise ValueError(f"{len(indices)} training examples are fewer than the global batch {global_size}.")
   example = _Example(source, split, targets, image)
-  ds = grain.MapDataset.source(shard).seed(seed).shuffle().repeat(None)
-  ds = ds.random_map(lambda i, rng: example(i, rng))
-  return ds.batch(batch_size, drop_remainder=True)
+  lo = process_index * batch_size
+
+  def load(step: int, batch_indices: np.ndarray) -> dict:
+    first = step * global_size + lo   # position of this host's first example in the global stream
+    return _collate([example(i, np.random.default_rng([seed, first + k]))
+                     for k, i in enumerate(batch_indices[lo:lo + batch_size])])
+
+  order = grain.MapDataset.source(indices).seed(seed).shuffle().repeat(None)
+  return order.batch(global_size, drop_remainder=True).map_with_index(load)
 
 
 def eval_dataset(source, split: SplitIndex, targets: Targets, *, global_batch_size: int,

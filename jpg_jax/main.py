@@ -4,9 +4,17 @@ Modes:
   stats     Table 1 (images, reports, patients, average report length per split) for the config's
             dataset, building the dataset first if it is not there yet.
   params    parameter counts per component of the config's model (shapes only, nothing is computed).
+  cost      FLOPs per train step of both stages (XLA cost analysis of the compiled step) and the step
+            times they imply on TPU slices at 40% utilisation.
   train     (default) the whole method: stage 1, label mining, stage 2, test evaluation (jpg_jax/train.py).
   evaluate  re-scores the workdir's best stage-2 checkpoint on the test split.
   predict   --images=FRONTAL,LATERAL: the report and context-aware labels, and DIR/predict/attention.png.
+
+Several processes (a TPU pod slice: one per host; see launch_tpu.sh) run the same command; JAX's
+distributed runtime starts first (``--distributed``; on Cloud TPU, SLURM or Open MPI JAX finds the
+coordinator itself, elsewhere pass ``--coordinator_address``, ``--num_processes`` and ``--process_id``).
+Only process 0 logs at INFO and writes metrics and result files; every process reads its own share of
+each batch and takes part in checkpointing.
 """
 
 from __future__ import annotations
@@ -21,9 +29,19 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "stats", "params"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "stats", "params", "cost"],
                           "What to run.")
 _IMAGES = flags.DEFINE_list("images", [], "predict: the frontal and the lateral image files.")
+_ATTENTION = flags.DEFINE_string(
+    "attention_png", "", "predict: where to draw the cross-attention map (Fig. 4); '' = "
+    "DIR/predict/attention.png, 'none' = no map.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "true", "false"],
+    "Start jax.distributed: true (auto-detects Cloud TPU / SLURM / MPI), auto (when the flags below, "
+    "JAX_COORDINATOR_ADDRESS, SLURM or MPI say several processes run) or false.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes run this command.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
 
 
 def run_stats(config) -> str:
@@ -65,10 +83,20 @@ def run_params(config, vocab_size: int = 761, num_label_tokens: int = 64) -> str
   return param_count.table(config, vocab_size, num_label_tokens)
 
 
+def _print(text: str) -> None:
+  if jax.process_index() == 0:
+    print(text)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   config = _CONFIG.value
+  from jpg_jax import parallel
+  parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                                  _PROCESS_ID.value)
+  if jax.process_index() > 0:
+    logging.set_verbosity(logging.WARNING)   # process 0 speaks for the run
   logging.info("JAX %s, %d process(es), %d device(s).", jax.__version__, jax.process_count(),
                jax.device_count())
   if _MODE.value in ("train", "evaluate", "predict"):
@@ -79,13 +107,18 @@ def main(argv):
       train.train_and_evaluate(config, _WORKDIR.value)
     elif _MODE.value == "evaluate":
       metrics = train.evaluate_checkpoint(config, _WORKDIR.value)
-      print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))
+      _print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))
     else:
-      print(json.dumps(train.predict(config, _WORKDIR.value, _IMAGES.value), indent=1))
+      attention_png = None if _ATTENTION.value == "none" else _ATTENTION.value
+      _print(json.dumps(train.predict(config, _WORKDIR.value, _IMAGES.value, attention_png=attention_png),
+                        indent=1))
   elif _MODE.value == "stats":
-    print(run_stats(config))
+    _print(run_stats(config))
   elif _MODE.value == "params":
-    print(run_params(config))
+    _print(run_params(config))
+  elif _MODE.value == "cost":
+    from jpg_jax import cost
+    _print(cost.table(config))
 
 
 if __name__ == "__main__":

@@ -4,15 +4,49 @@ One mesh axis, ``data``, spans every device of every process. Parameters are rep
 sharded along its leading axis. Each host's input pipeline yields its local share of the global batch
 (``global_batch_size // jax.process_count()`` examples), and ``global_batch`` stitches those shares into
 one ``jax.Array`` laid out over the mesh, without any host holding the whole batch.
+
+Several processes (the hosts of a TPU pod slice, or local processes in tests) start JAX's distributed
+runtime with ``initialize_distributed`` before anything touches a device.
 """
 
 from __future__ import annotations
 
+import os
+
 import jax
+from absl import logging
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"
+
+# Environment variables of launchers that start one process per host or per task.
+_MULTI_PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+
+def initialize_distributed(mode: str = "auto", coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None) -> bool:
+  """Starts ``jax.distributed`` when more than one process runs; returns whether it did.
+
+  ``mode``: ``"true"`` always initialises: arguments left ``None`` are auto-detected by JAX (Cloud TPU
+  slices from the metadata server, SLURM, Open MPI, Kubernetes; ``JAX_COORDINATOR_ADDRESS``).
+  ``"auto"`` initialises when an argument is given, or ``JAX_COORDINATOR_ADDRESS`` is set, or SLURM /
+  Open MPI report more than one task; a single process otherwise. ``"false"`` never initialises.
+  """
+  if mode not in ("auto", "true", "false"):
+    raise ValueError(f"distributed mode must be auto, true or false, not {mode!r}.")
+  if mode == "false":
+    return False
+  explicit = coordinator_address is not None or num_processes is not None
+  launched = os.environ.get("JAX_COORDINATOR_ADDRESS") or any(
+      int(os.environ.get(v, "1") or 1) > 1 for v in _MULTI_PROCESS_ENV[1:])
+  if mode == "auto" and not (explicit or launched):
+    return False
+  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+  logging.info("jax.distributed: process %d of %d, %d local / %d global devices.", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  return True
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -94,6 +94,11 @@ class Vocabulary:
     mask[: len(ids)] = 1.0
     return out, mask
 
+  def reference(self, cleaned_report: str, max_length: int) -> str:
+    """What a report is scored against: its ids decoded back (truncated, ``<unk>`` for rare words), as
+    R2Gen scores its references."""
+    return self.decode(self.encode_padded(cleaned_report, max_length)[0][1:])
+
   def decode(self, ids: Iterable[int]) -> str:
     """R2Gen's decode: tokens up to the first 0 (BOS/EOS), joined by spaces."""
     words = []

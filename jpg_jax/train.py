@@ -27,28 +27,24 @@ import functools
 import hashlib
 import json
 import signal
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from jpg_jax import decode as decode_lib
 from jpg_jax import evaluate as evaluate_lib
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import metric_writers
 from jpg_jax import parallel
+from jpg_jax import steps
 from jpg_jax import text
 from jpg_jax.models import jpg as jpg_lib
-
-STAGE1_MODULES = ("visual_extractor", "subspace", "att_embed", "labeler")
 
 
 # ============================================================================================ data
@@ -62,7 +58,12 @@ class Data:
 def load_data(config) -> Data:
   from jpg_jax import datasets
   d = config.dataset
+  # Process 0 builds first; then the others, which is a no-op where data_dir is shared (a bucket, NFS)
+  # and a local build where each host has its own disk (a TPU VM's local data_dir).
   if jax.process_index() == 0:
+    datasets.prepare(d.name, d.data_dir, d.manual_dir)
+  multihost_utils.sync_global_devices("dataset prepared on process 0")
+  if jax.process_index() > 0:
     datasets.prepare(d.name, d.data_dir, d.manual_dir)
   multihost_utils.sync_global_devices("dataset prepared")
   builder = datasets.get_builder(d.name, d.data_dir)
@@ -104,132 +105,6 @@ def stage1_eval_assigned(config, index: ip.SplitIndex, label_set: labels_lib.Lab
   return assigned
 
 
-# ============================================================================================ model + optimiser
-def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None) -> jpg_lib.JPG:
-  num_labels = len(label_set) if label_set else 1
-  num_tokens = label_set.vocab.num_logits if label_set else 2
-  return jpg_lib.from_config(config.model, vocab.num_logits, num_labels, num_tokens,
-                             jnp.dtype(config.compute_dtype))
-
-
-def make_optimizer(config, params, steps_per_epoch: int, stage: int) -> optax.GradientTransformation:
-  """R2Gen's optimiser: value clipping, coupled L2, Adam(amsgrad) with a step decay per epoch; the
-  extractor at its own learning rate. ``optim.name='adagrad'`` is the paper's "initial accumulator 0.1"."""
-  o = config.optim
-
-  def schedule(lr):
-    return optax.exponential_decay(lr, max(o.lr_step_epochs * steps_per_epoch, 1), o.lr_gamma,
-                                   staircase=True)
-
-  def base(lr):
-    if o.name == "adam":
-      scale = optax.scale_by_amsgrad() if o.amsgrad else optax.scale_by_adam()
-    elif o.name == "adagrad":
-      scale = optax.scale_by_rss(initial_accumulator_value=o.adagrad_initial_accumulator)
-    else:
-      raise ValueError(f"Unknown optimiser {o.name!r}.")
-    return optax.chain(optax.add_decayed_weights(o.weight_decay), scale,
-                       optax.scale_by_learning_rate(schedule(lr)))
-
-  def label(path, _):
-    top = path[0].key
-    if stage == 1 and top not in STAGE1_MODULES:
-      return "frozen"
-    if top == "visual_extractor":
-      return "frozen" if config.model.frozen_extractor else "extractor"
-    return "rest"
-
-  labels = jax.tree_util.tree_map_with_path(label, params)
-  tx = optax.multi_transform({"extractor": base(o.extractor_learning_rate), "rest": base(o.learning_rate),
-                              "frozen": optax.set_to_zero()}, labels)
-  return optax.chain(optax.clip(o.grad_clip_value), tx) if o.grad_clip_value else tx
-
-
-def learning_rate(config, steps_per_epoch: int, step: int) -> float:
-  o = config.optim
-  return o.learning_rate * o.lr_gamma ** (step // max(o.lr_step_epochs * steps_per_epoch, 1))
-
-
-# ============================================================================================ losses
-def masked_nll(logits, targets, mask):
-  """R2Gen's LanguageModelCriterion: summed NLL of the masked targets over the mask's sum."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-  nll = -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
-  return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
-
-
-def losses(out: dict, batch: dict, config, stage: int) -> dict:
-  t = config.train
-  result = {}
-  total = 0.0
-  if stage == 2:
-    result["report_loss"] = masked_nll(out["logits"], batch["report_ids"][:, 1:], batch["report_mask"][:, 1:])
-    total += result["report_loss"]
-  if "label_token_logits" in out:
-    result["label_loss"] = masked_nll(out["label_token_logits"], batch["label_ids"][:, 1:],
-                                      batch["label_mask"][:, 1:])                          # Eq. 11
-    result["class_loss"] = optax.sigmoid_binary_cross_entropy(
-        out["label_class_logits"].astype(jnp.float32), batch["label_targets"]).mean()
-    total += t.label_loss_weight * result["label_loss"] + t.class_loss_weight * result["class_loss"]
-  result["loss"] = total
-  return result
-
-
-# ============================================================================================ steps
-def train_step(state: dict, batch: dict, *, model, optimizer, config, stage: int):
-  """One optimiser step. ``state``: step, params, batch_stats, opt_state, rng (a plain pytree)."""
-  rng = jax.random.fold_in(state["rng"], state["step"])
-
-  def loss_fn(params):
-    variables = {"params": params, "batch_stats": state["batch_stats"]}
-    kw = dict(rngs={"dropout": rng}, mutable=["batch_stats"])
-    if stage == 1:
-      (class_logits, token_logits), updates = model.apply(
-          variables, batch["images"], batch["label_ids"], True, method=jpg_lib.JPG.labels, **kw)
-      out = {"label_class_logits": class_logits, "label_token_logits": token_logits}
-    else:
-      label_ids = batch["label_ids"] if model.use_labeler else None
-      out, updates = model.apply(variables, batch["images"], batch["report_ids"], label_ids, True, **kw)
-    terms = losses(out, batch, config, stage)
-    return terms["loss"], (terms, updates["batch_stats"])
-
-  (_, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-  updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-  new_state = dict(state, step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
-                   batch_stats=batch_stats, opt_state=opt_state)
-  terms["grad_norm"] = optax.global_norm(grads)
-  # 1 while every parameter is finite: a checkpoint is written only if its parameters are.
-  terms["params_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                                              for x in jax.tree.leaves(new_state["params"])])).astype(jnp.float32)
-  return new_state, terms
-
-
-def predict_reports(variables, images, *, model, beam: int, max_len: int):
-  """Test-time outputs: report tokens (beam search) and, with a labeler, label logits and tokens."""
-  tokens, out = decode_lib.generate_reports(model, variables, images, beam=beam, max_len=max_len)
-  result = {"tokens": tokens}
-  for k in ("label_class_logits", "label_tokens"):
-    if k in out:
-      result[k] = out[k]
-  return result
-
-
-def predict_labels(variables, images, *, model, beam: int):
-  class_logits, tokens = decode_lib.generate_labels(model, variables, images, beam=beam)
-  return {"label_class_logits": class_logits, "label_tokens": tokens}
-
-
-def score_labels(variables, batch, *, model, beam: int):
-  """Stage 1's validation: generated labels and class logits, and the teacher-forced label NLL."""
-  out = predict_labels(variables, batch["images"], model=model, beam=beam)
-  _, token_logits = model.apply(variables, batch["images"], batch["label_ids"], False, method=jpg_lib.JPG.labels)
-  logp = jax.nn.log_softmax(token_logits.astype(jnp.float32))
-  nll = -jnp.take_along_axis(logp, batch["label_ids"][:, 1:, None], -1)[..., 0] * batch["label_mask"][:, 1:]
-  out["label_nll"], out["label_count"] = nll.sum(-1), batch["label_mask"][:, 1:].sum(-1)
-  return out
-
-
-# ============================================================================================ checkpoints
 def config_fingerprint(config) -> str:
   return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
 
@@ -254,7 +129,10 @@ class StageCheckpoints:
   """An orbax CheckpointManager per stage: the last N checkpoints plus the best on validation.
 
   Items: ``state`` (step, params, batch_stats, opt_state, rng), ``data`` (the grain iterator's position)
-  and ``meta`` (stage, config fingerprint, vocabulary, label set, validation metric).
+  and ``meta`` (stage, config fingerprint, vocabulary, label set, validation metric). Every process calls
+  save and restore (orbax writes each host's shards of ``state``; the JSON items come from process 0:
+  all hosts' iterators are at the same position of the global order, see ``ip.train_dataset``). The
+  directory may be local, shared or ``gs://``.
   """
 
   def __init__(self, directory: epath.Path, keep: int, metric: str):
@@ -265,7 +143,7 @@ class StageCheckpoints:
                                       keep_checkpoints_without_metrics=False),
     ])
     self.manager = ocp.CheckpointManager(
-        directory.absolute(), options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True),
+        directory if "://" in str(directory) else directory.absolute(), options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True),
         item_names=("state", "data", "meta"))
 
   def save(self, step: int, state, data_state, meta: dict, metrics: dict | None = None):
@@ -296,26 +174,43 @@ class StageCheckpoints:
 
 
 class Preemption:
-  """SIGTERM sets a flag; the train loop then writes a checkpoint and exits."""
+  """A preemption notice (SIGTERM) makes the training loop write a checkpoint and exit.
+
+  One process: a SIGTERM handler sets a flag. Several processes: JAX's preemption service (started with
+  ``jax.distributed``) takes the notice on whichever host gets it, and ``reached()`` turns true on every
+  host at the same training step (``multihost_utils.reached_preemption_sync_point``), so that all hosts
+  write the same checkpoint. The sync point counts calls over the whole run (both stages), the same on
+  every host, so a notice near the end of stage 1 stops the run early in stage 2.
+  """
 
   def __init__(self):
     self.requested = False
+    self.calls = 0
     self._previous = None
 
   def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:   # Not the main thread: no handler.
-      self._previous = None
+    if jax.process_count() == 1:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:   # Not the main thread: no handler.
+        self._previous = None
     return self
 
   def _handle(self, signum, frame):
     logging.warning("SIGTERM received: checkpointing before exit.")
     self.requested = True
 
+  def reached(self) -> bool:
+    """Called once per training step on every host."""
+    self.calls += 1
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(self.calls)
+    return self.requested
+
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 class PreemptedError(SystemExit):
@@ -357,6 +252,7 @@ class Trainer:
     self.writer = metric_writers.create_default_writer(str(self.workdir / "logs"),
                                                        just_logging=jax.process_index() > 0)
     self.data: Data | None = None
+    self.preemption = Preemption()
 
   # -------------------------------------------------------------------------- state
   def _init_variables(self, model, rng):
@@ -448,7 +344,7 @@ class Trainer:
     step = int(state["step"])
 
     replicated, sharded = parallel.replicated(self.mesh), parallel.data_sharded(self.mesh)
-    step_fn = jax.jit(functools.partial(train_step, model=stage.model, optimizer=optimizer,
+    step_fn = jax.jit(functools.partial(steps.train_step, model=stage.model, optimizer=optimizer,
                                         config=self.config, stage=stage.number),
                       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
                       donate_argnums=0)
@@ -456,7 +352,7 @@ class Trainer:
     progress = metric_writers.ReportProgress(stage.num_steps, self.writer, cfg.log_every_steps,
                                              self.global_batch, prefix=f"stage{stage.number}/")
     sums, count = None, 0
-    with Preemption() as preemption:
+    with self.preemption as preemption:
       while step < stage.num_steps:
         batch = parallel.global_batch(next(it), self.mesh)
         state, terms = step_fn(state, batch)
@@ -465,7 +361,7 @@ class Trainer:
         count += 1
         progress(step)
         boundary = step % eval_every == 0 or step == stage.num_steps
-        stop = preemption.requested or self.stop_at_step == (stage.number, step)
+        stop = preemption.reached() or self.stop_at_step == (stage.number, step)
         if step % cfg.log_every_steps == 0 or boundary or stop:
           means = {f"stage{stage.number}/train_{k}": float(v) / count for k, v in sums.items()}
           finite = means.pop(f"stage{stage.number}/train_params_finite") == 1.0
@@ -474,7 +370,7 @@ class Trainer:
             raise FloatingPointError(
                 f"Stage {stage.number}: non-finite loss at step {step} ({means}); the last good checkpoint "
                 f"is step {ckpt.latest_step()} in {self.workdir / f'stage{stage.number}'}.")
-          means[f"stage{stage.number}/learning_rate"] = learning_rate(self.config, stage.steps_per_epoch,
+          means[f"stage{stage.number}/learning_rate"] = steps.learning_rate(self.config, stage.steps_per_epoch,
                                                                       step)
           self.writer.write_scalars(step, means)
           self.log_history(step, means)
@@ -514,13 +410,13 @@ def report_results(trainer: Trainer, state, model, split: str, targets: ip.Targe
                    with_meteor: bool, per_report: bool = False):
   """Decodes ``split`` and scores it. Returns (metrics dict, per-report rows)."""
   cfg = trainer.config
-  fn = jax.jit(lambda v, b: predict_reports(v, b["images"], model=model, beam=cfg.train.beam_size,
+  fn = jax.jit(lambda v, b: steps.predict_reports(v, b["images"], model=model, beam=cfg.train.beam_size,
                                             max_len=cfg.dataset.max_seq_length))
   out = trainer.run_predictions(fn, variables_of(state), split, targets)
   index = trainer.data.index[split]
   vocab = trainer.data.vocab
   predictions = [vocab.decode(t) for t in out["tokens"]]
-  references = [vocab.decode(vocab.encode_padded(index.reports[i], cfg.dataset.max_seq_length)[0][1:])
+  references = [vocab.reference(index.reports[i], cfg.dataset.max_seq_length)
                 for i in out["index"]]
   scores, each = evaluate_lib.caption_scores(references, predictions, with_meteor, per_report=True)
   metrics = dict(scores)
@@ -569,11 +465,11 @@ def train_and_evaluate(config, workdir: str, mesh=None, stop_at_step: tuple[int,
     targets1 = ip.Targets(data.vocab, d.max_seq_length, patterns, config.labels.max_steps, stage1_assigned)
     val_targets1 = ip.Targets(data.vocab, d.max_seq_length, patterns, config.labels.max_steps,
                               stage1_eval_assigned(config, data.index["val"], patterns))
-    model1 = create_model(config, data.vocab, patterns)
+    model1 = steps.create_model(config, data.vocab, patterns)
     spe1 = max(len(kept) // trainer.global_batch, 1)
-    opt1 = make_optimizer(config, trainer.param_shapes(model1), spe1, 1)
+    opt1 = steps.make_optimizer(config, trainer.param_shapes(model1), spe1, 1)
     state = trainer.load_resnet(trainer.init_state(model1, opt1, config.seed))
-    label_fn = jax.jit(functools.partial(score_labels, model=model1, beam=config.labels.mining_beam))
+    label_fn = jax.jit(functools.partial(steps.score_labels, model=model1, beam=config.labels.mining_beam))
 
     def evaluate1(st):
       """Validation label log-likelihood (for selection), sequence accuracy and the head's micro-F1."""
@@ -592,7 +488,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, stop_at_step: tuple[int,
     stage1_state, _ = trainer.run_stage(stage1, state, opt1, evaluate1, meta)
 
     # Mining: the stage-1 model labels every training report.
-    mine_fn = jax.jit(lambda v, b: predict_labels(v, b["images"], model=model1,
+    mine_fn = jax.jit(lambda v, b: steps.predict_labels(v, b["images"], model=model1,
                                                   beam=config.labels.mining_beam))
     out = trainer.run_predictions(mine_fn, variables_of(stage1_state), "train", targets1)
     generated = {data.index["train"].ids[i]: patterns.decode_sequence(tok)
@@ -608,8 +504,8 @@ def train_and_evaluate(config, workdir: str, mesh=None, stop_at_step: tuple[int,
   # ---------------------------------------------------------------- stage 2
   targets2 = ip.Targets(data.vocab, d.max_seq_length, label_set, config.labels.max_steps, assigned)
   eval_targets2 = ip.Targets(data.vocab, d.max_seq_length, label_set, config.labels.max_steps)
-  model2 = create_model(config, data.vocab, label_set)
-  opt2 = make_optimizer(config, trainer.param_shapes(model2), steps_per_epoch, 2)
+  model2 = steps.create_model(config, data.vocab, label_set)
+  opt2 = steps.make_optimizer(config, trainer.param_shapes(model2), steps_per_epoch, 2)
   state = trainer.init_state(model2, opt2, config.seed + 1)
   state = trainer.load_resnet(state) if stage1_state is None else carry_over(state, stage1_state, opt2,
                                                                              trainer.mesh)
@@ -668,7 +564,7 @@ def write_test_results(trainer: Trainer, state, step, model, targets, label_set)
   metrics, rows = report_results(trainer, state, model, "test", targets, label_set, with_meteor=True,
                                  per_report=True)
   references = [r["reference"] for r in rows]
-  train_refs = [data.vocab.decode(data.vocab.encode_padded(r, config.dataset.max_seq_length)[0][1:])
+  train_refs = [data.vocab.reference(r, config.dataset.max_seq_length)
                 for r in data.index["train"].reports]
   metrics["baseline_most_frequent"] = evaluate_lib.baseline_scores(train_refs, references)
   metrics["baseline_most_frequent"]["report"] = evaluate_lib.most_frequent_report(train_refs)
@@ -698,8 +594,8 @@ def restore_for_inference(config, workdir: str):
   label_set = None
   if config.model.use_labeler:
     label_set = labels_lib.LabelSet.load(workdir / "labels" / "mined.json")
-  model = create_model(config, vocab, label_set)
-  optimizer = make_optimizer(config, trainer.param_shapes(model), 1, 2)
+  model = steps.create_model(config, vocab, label_set)
+  optimizer = steps.make_optimizer(config, trainer.param_shapes(model), 1, 2)
   abstract = jax.eval_shape(lambda: trainer.init_state(model, optimizer, 0))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                          sharding=parallel.replicated(trainer.mesh)), abstract)
@@ -722,35 +618,49 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   return write_test_results(trainer, state, step, model, targets, label_set)
 
 
-def predict(config, workdir: str, image_paths, output_dir: str | None = None) -> dict:
-  """Report and context-aware labels for one study (two image files); writes an attention-map PNG."""
+def predict(config, workdir: str, image_paths, output_dir: str | None = None,
+            attention_png: str | None = "") -> dict:
+  """Report and context-aware labels for one study (two image files); see ``predict_views``."""
   from PIL import Image
-  from jpg_jax import attention
   if len(image_paths) != 2:
     raise ValueError(f"--images needs the frontal and the lateral view, got {len(image_paths)} file(s).")
-  trainer, model, state, step, vocab, label_set = restore_for_inference(config, workdir)
   views = [np.asarray(Image.open(p).convert("L")) for p in image_paths]
+  return predict_views(config, workdir, views, output_dir, attention_png)
+
+
+def predict_views(config, workdir: str, views, output_dir: str | None = None,
+                  attention_png: str | None = "") -> dict:
+  """Report and labels for the grey-scale ``views`` (frontal, lateral) with the best stage-2 checkpoint.
+
+  Writes ``prediction.json`` to ``output_dir`` (default ``DIR/predict``) and the first decoder layer's
+  cross-attention of every generated word over both views (Fig. 4) to ``attention_png`` (``""``: the
+  output dir's ``attention.png``; ``None``: no map).
+  """
+  from PIL import Image
+  from jpg_jax import attention
+  trainer, model, state, step, vocab, label_set = restore_for_inference(config, workdir)
   size = config.dataset.image_size
   images = np.stack([ip.normalise(Image.fromarray(v).resize((size, size), Image.BILINEAR)) for v in views])
   images = jnp.asarray(images[None])
   variables = variables_of(state)
-  out = jax.jit(functools.partial(predict_reports, model=model, beam=config.train.beam_size,
+  out = jax.jit(functools.partial(steps.predict_reports, model=model, beam=config.train.beam_size,
                                   max_len=config.dataset.max_seq_length))(variables, images)
   tokens = np.asarray(out["tokens"][0])
   report = vocab.decode(tokens)
   result = {"report": report, "checkpoint_step": int(step)}
   if label_set is not None:
     if "label_tokens" not in out:
-      out.update(predict_labels(variables, images, model=model, beam=config.labels.mining_beam))
+      out.update(steps.predict_labels(variables, images, model=model, beam=config.labels.mining_beam))
     result["generated_label"] = " ".join(label_set.decode_sequence(np.asarray(out["label_tokens"][0])))
     result["predicted_labels"] = [" ".join(label_set.labels[j])
                                   for j in np.flatnonzero(np.asarray(out["label_class_logits"][0]) > 0)]
   out_dir = epath.Path(output_dir or (epath.Path(workdir) / "predict"))
   out_dir.mkdir(parents=True, exist_ok=True)
   words = report.split()
-  if words:
+  if words and attention_png is not None:
+    path = epath.Path(attention_png or (out_dir / "attention.png"))
     maps = attention.word_attention(model, variables, images, tokens)
-    attention.save_attention_png(out_dir / "attention.png", views, words, maps)
-    result["attention_png"] = str(out_dir / "attention.png")
+    attention.save_attention_png(path, views, words, maps)
+    result["attention_png"] = str(path)
   (out_dir / "prediction.json").write_text(json.dumps(result, indent=1))
   return result

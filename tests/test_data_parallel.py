@@ -1,18 +1,34 @@
-"""One device and 8 fake CPU devices give the same losses (a subprocess: XLA flags are read at start)."""
+"""Data parallelism over devices and processes, on fake CPU devices (subprocesses: XLA flags are read at
+start-up). The same training steps on 1 device, 8 devices, and 2 processes x 4 devices (jax.distributed on
+localhost) give the same losses; a preemption notice on one host stops both at the same step; the main job
+on 2 processes, killed mid-run, resumes from its checkpoint. One file, so that the multi-process tests do
+not run beside each other under pytest-xdist (gloo gives up on a peer that is 30 s late)."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+import time
+
+import numpy as np
+import pytest
+from etils import epath
+from jpg_jax_testing import free_port
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
 
 SCRIPT = textwrap.dedent("""
-    import functools, logging, sys, tempfile
+    import functools, json, logging, sys, tempfile, time
     import jax, numpy as np
+    data_dir, layouts = sys.argv[1], sys.argv[2]
+    if len(sys.argv) > 3:   # coordinator address, process id: 2 processes
+      jax.distributed.initialize(sys.argv[3], num_processes=2, process_id=int(sys.argv[4]))
     from configs import jpg
-    from jpg_jax import input_pipeline as ip, parallel, train
+    from jpg_jax import input_pipeline as ip, parallel, steps, train
 
     config = jpg.get_config("smoke")
-    config.unlock(); config.dataset.data_dir = sys.argv[1]; config.lock()
+    config.unlock(); config.dataset.data_dir = data_dir; config.lock()
     data = train.load_data(config)
     patterns, kept, assigned = train.stage1_labels(config, data.index["train"])
     targets = ip.Targets(data.vocab, config.dataset.max_seq_length, patterns, 5, assigned)
@@ -26,36 +42,178 @@ SCRIPT = textwrap.dedent("""
     logging.getLogger("jax._src.interpreters.pxla").addHandler(CountCompiles())
     jax.config.update("jax_log_compiles", True)
     losses = {}
-    for n in (1, 8):
+    for n in map(int, layouts.split(",")):
       mesh = parallel.make_mesh(jax.devices()[:n])
       trainer = train.Trainer(config, tempfile.mkdtemp(), mesh)
-      model = train.create_model(config, data.vocab, patterns)
-      opt = train.make_optimizer(config, trainer.param_shapes(model), 6, 2)
+      model = steps.create_model(config, data.vocab, patterns)
+      opt = steps.make_optimizer(config, trainer.param_shapes(model), 6, 2)
       state = trainer.init_state(model, opt, 0)
       rep, shard = parallel.replicated(mesh), parallel.data_sharded(mesh)
-      step = jax.jit(functools.partial(train.train_step, model=model, optimizer=opt, config=config, stage=2),
+      step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=opt, config=config, stage=2),
                      in_shardings=(rep, shard), out_shardings=(rep, rep), donate_argnums=0)
-      it = ip.to_iter(ip.train_dataset(data.sources["train"], data.index["train"], targets, batch_size=8,
-                                       seed=0, image=train.image_options(config, True)))
+      it = ip.to_iter(ip.train_dataset(data.sources["train"], data.index["train"], targets,
+                                       batch_size=trainer.local_batch, seed=0,
+                                       image=train.image_options(config, True),
+                                       process_index=jax.process_index(), process_count=jax.process_count()))
       losses[n], before = [], len(compiles)
       for _ in range(5):
         batch = parallel.global_batch(next(it), mesh)
         assert len(batch["images"].sharding.device_set) == n
+        assert batch["images"].shape[0] == 8
         state, terms = step(state, batch)
         losses[n].append(float(terms["loss"]))
       # Compiled once per mesh. (On the 8-device mesh jit's dispatch cache, ``_cache_size()``, gains a
       # second entry at the third call, but no second XLA compilation happens.)
       assert len(compiles) - before == 1, compiles
-    print(losses)
-    np.testing.assert_allclose(losses[1], losses[8], rtol=2e-5)
-    assert losses[1][0] != losses[1][-1]
-    print("OK")
+    stop_call = None
+    if jax.process_count() > 1:
+      # A preemption notice on host 1 only: both hosts must stop at the same training step.
+      import os, signal
+      preemption = train.Preemption()
+      with preemption:
+        for call in range(1, 200):
+          if call == 3 and jax.process_index() == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+          if preemption.reached():
+            stop_call = call
+            break
+          time.sleep(0.05)
+    print("LOSSES", json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
+                                "devices": jax.device_count(), "losses": losses, "stop_call": stop_call}))
 """)
 
 
-def test_one_and_eight_devices_give_the_same_losses(tiny_synthetic):
+def _run(args, devices: int, processes: int = 1, tmp_dir: str = "") -> list[dict]:
+  """Runs SCRIPT in ``processes`` processes; their output goes to files (full pipes would block a
+  process inside a collective and stall the others)."""
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  extra = [[]]
+  if processes > 1:
+    address = f"localhost:{free_port()}"
+    extra = [[address, str(p)] for p in range(processes)]
+  procs = []
+  for p, more in enumerate(extra):
+    out = open(os.path.join(tmp_dir, f"process{p}.log"), "w+")
+    procs.append((subprocess.Popen([sys.executable, "-c", SCRIPT, *args, *more], env=env, cwd=ROOT,
+                                   stdout=out, stderr=subprocess.STDOUT, text=True), out))
+  results = []
+  for proc, out in procs:
+    proc.wait(timeout=600)
+    out.seek(0)
+    log = out.read()
+    assert proc.returncode == 0, log[-4000:]
+    results += [json.loads(line[len("LOSSES "):]) for line in log.splitlines() if line.startswith("LOSSES ")]
+  return results
+
+
+@pytest.fixture(scope="module")
+def single_process(tiny_synthetic, tmp_path_factory):
+  (result,) = _run([tiny_synthetic[0], "1,8"], devices=8, tmp_dir=str(tmp_path_factory.mktemp("one")))
+  return result["losses"]
+
+
+def test_one_and_eight_devices_give_the_same_losses(single_process):
+  np.testing.assert_allclose(single_process["1"], single_process["8"], rtol=2e-5)
+  assert single_process["1"][0] != single_process["1"][-1]
+
+
+def test_two_processes_of_four_devices_match_one_process_of_eight(tiny_synthetic, single_process, tmp_path):
+  results = _run([tiny_synthetic[0], "8"], devices=4, processes=2, tmp_dir=str(tmp_path))
+  assert sorted(r["process"] for r in results) == [0, 1]
+  for r in results:
+    assert r["processes"] == 2 and r["devices"] == 8
+    # Each host read 4 of the 8 examples of every global batch; the all-reduce crosses processes (gloo).
+    np.testing.assert_allclose(r["losses"]["8"], single_process["8"], rtol=2e-5)
+  # SIGTERM reached host 1 alone; JAX's preemption service stopped both at the same step.
+  stops = {r["stop_call"] for r in results}
+  assert len(stops) == 1 and None not in stops and stops.pop() >= 3
+
+
+# ------------------------------------------------------------------ the main job on 2 processes
+def _launch(workdir, data_dir, log_dir, tag: str) -> list:
+  address = f"localhost:{free_port()}"
+  # A persistent compilation cache spares the restarts most of their compile time (as on a pod).
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=os.path.join(log_dir, "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  procs = []
+  for p in range(2):
+    log = open(os.path.join(log_dir, f"{tag}{p}.log"), "w")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "jpg_jax.main", "--config=configs/jpg.py:smoke", f"--workdir={workdir}",
+         f"--config.dataset.data_dir={data_dir}", "--config.train.log_every_steps=1",
+         "--config.train.stage2_epochs=1", "--config.train.eval_every_epochs=0.5",
+         f"--coordinator_address={address}", "--num_processes=2",
+         f"--process_id={p}"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+  return procs
+
+
+def _history(workdir) -> list[dict]:
+  path = epath.Path(workdir) / "logs" / "history.jsonl"
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _checkpoints(workdir, stage: int) -> list[int]:
+  d = epath.Path(workdir) / f"stage{stage}"
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
+
+
+def _wait_until(condition, procs, what: str, timeout: float = 400):
+  start = time.time()
+  while not condition():
+    assert all(p.poll() is None for p in procs), f"a process ended before {what}"
+    assert time.time() - start < timeout, f"timed out waiting for {what}"
+    time.sleep(0.05)
+
+
+def _finish(procs, timeout: float = 600) -> list[int]:
+  return [p.wait(timeout=timeout) for p in procs]
+
+
+def _log(log_dir, tag, p=0) -> str:
+  return open(os.path.join(log_dir, f"{tag}{p}.log")).read()
+
+
+def _train_losses(history) -> dict:
+  """(stage, step) -> every logged training loss of that step (several where a step was replayed)."""
+  out = {}
+  for row in history:
+    for stage in (1, 2):
+      if f"stage{stage}/train_loss" in row:
+        out.setdefault((stage, row["step"]), []).append(row[f"stage{stage}/train_loss"])
+  return out
+
+
+def test_killed_hosts_resume_from_the_checkpoint_and_replay_the_same_losses(tiny_synthetic, tmp_path):
+  """The main job on 2 processes x 4 devices; both are killed (SIGKILL, no goodbye) two steps past a
+  stage-2 checkpoint; restarted, they resume there, replay the same losses and finish with results."""
   data_dir, _ = tiny_synthetic
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", SCRIPT, data_dir], env=env, capture_output=True, text=True,
-                       timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)))
-  assert out.returncode == 0 and "OK" in out.stdout, (out.stdout[-2000:], out.stderr[-4000:])
+  workdir, logs = str(tmp_path / "run"), str(tmp_path)
+  procs = _launch(workdir, data_dir, logs, "first")
+  try:
+    def past_a_checkpoint():
+      done = _checkpoints(workdir, 2)
+      steps = [r["step"] for r in _history(workdir) if "stage2/train_loss" in r]
+      return bool(done) and bool(steps) and steps[-1] >= done[-1] + 2
+
+    _wait_until(past_a_checkpoint, procs, "two stage-2 steps past a checkpoint")
+    for p in procs:
+      p.kill()
+    _finish(procs)
+    killed_at = max(r["step"] for r in _history(workdir) if "stage2/train_loss" in r)
+    procs = _launch(workdir, data_dir, logs, "second")
+    assert _finish(procs) == [0, 0], _log(logs, "second", 0)[-3000:]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert "Stage 2: resumed at step" in _log(logs, "second")
+  # Steps replayed after the kill give the losses they gave before it.
+  replayed = {k: v for k, v in _train_losses(_history(workdir)).items() if len(v) > 1}
+  assert replayed and {stage for stage, _ in replayed} == {2} and max(s for _, s in replayed) == killed_at
+  for losses in replayed.values():
+    np.testing.assert_allclose(losses, losses[0], rtol=1e-6)
+  results = json.loads((epath.Path(workdir) / "results" / "test_metrics.json").read_text())
+  assert 0 <= results["BLEU_4"] <= 1 and results["num_reports"] == 12

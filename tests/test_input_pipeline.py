@@ -73,14 +73,20 @@ def test_iterator_state_resumes_exactly(split):
     np.testing.assert_array_equal(got["images"], e["images"])
 
 
-def test_filtered_training_and_host_shards(split):
+def test_host_slices_make_the_single_host_batches(split):
+  """2 hosts x 4 examples give, step by step, the same 8 examples (images included) as 1 host x 8."""
   source, index, targets, kept = split
-  shards = [ip.host_shard(kept, h, 2) for h in range(2)]
-  assert sorted(shards[0] + shards[1]) == sorted(kept) and not set(shards[0]) & set(shards[1])
-  ds = ip.train_dataset(source, index, targets, batch_size=4, seed=0, image=IMG, indices=kept,
-                        process_index=1, process_count=2)
-  seen = np.concatenate([b["index"] for b in _batches(ds, 5)])
-  assert set(seen.tolist()) <= set(shards[1])
+  make = lambda h, n, b: ip.train_dataset(source, index, targets, batch_size=b, seed=0, image=IMG,
+                                          indices=kept, process_index=h, process_count=n)
+  single = _batches(make(0, 1, 8), 4)
+  hosts = [_batches(make(h, 2, 4), 4) for h in range(2)]
+  for step, whole in enumerate(single):
+    for key in ("index", "images", "report_ids"):
+      np.testing.assert_array_equal(np.concatenate([hosts[0][step][key], hosts[1][step][key]]), whole[key])
+  seen = np.concatenate([b["index"] for b in single])
+  assert set(seen.tolist()) <= set(kept)
+  with pytest.raises(ValueError, match="fewer than the global batch"):
+    make(0, 2, len(kept))
 
 
 @pytest.mark.parametrize("hosts", [1, 2])

@@ -1,0 +1,117 @@
+"""What one training step costs: XLA's cost analysis of the compiled step, from shapes alone.
+
+``compile_train_step`` lowers and compiles the same jitted ``steps.train_step`` that training runs, for
+abstract state and batch shapes (nothing is allocated or computed), on a one-device mesh with the whole
+global batch, so its FLOPs are those of the global step. ``implied_step_time`` turns them into the step
+time a slice of accelerators would reach at a stated model-FLOPs utilisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jpg_jax import input_pipeline as ip
+from jpg_jax import parallel
+from jpg_jax import steps
+from jpg_jax.models import jpg as jpg_lib
+
+# Dense bf16 peak FLOP/s per chip (vendor figures) for the accelerators the README sizes runs for.
+PEAK_FLOPS = {"tpu-v4": 275e12, "tpu-v5e": 197e12, "tpu-v5p": 459e12, "h100": 989e12, "h200": 989e12}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+  flops: float            # per global step
+  bytes_accessed: float
+  global_batch: int
+  stage: int
+
+
+def abstract_inputs(config, model, optimizer, global_batch: int, stage: int):
+  """ShapeDtypeStructs of the train state and of one global batch."""
+  d = config.dataset
+  num_labels = model.num_labels
+  shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.labels.max_steps, num_labels)
+  dtypes = {"images": jnp.float32, "report_mask": jnp.float32, "label_mask": jnp.float32,
+            "label_targets": jnp.float32, "mask": jnp.float32}
+  batch = {k: jax.ShapeDtypeStruct((global_batch,) + s, dtypes.get(k, jnp.int32)) for k, s in shapes.items()}
+  images = jnp.zeros((1,) + shapes["images"], jnp.float32)
+  reports = jnp.zeros((1,) + shapes["report_ids"], jnp.int32)
+  labels = jnp.zeros((1,) + shapes["label_ids"], jnp.int32) if model.use_labeler else None
+
+  def init():
+    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, images, reports,
+                           labels)
+    return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
+            "batch_stats": variables.get("batch_stats", {}),
+            "opt_state": optimizer.init(variables["params"]), "rng": jax.random.key(2)}
+
+  return jax.eval_shape(init), batch
+
+
+def compile_train_step(config, stage: int = 2, global_batch: int | None = None, vocab_size: int = 761,
+                       num_label_tokens: int = 64, device=None):
+  """The compiled train step of ``config`` (stage 1 or 2) on one device, and its abstract inputs."""
+  global_batch = global_batch or config.train.batch_size
+  num_labels = config.labels.num_patterns if stage == 1 else config.labels.num_mined
+  model = jpg_lib.from_config(config.model, vocab_size, num_labels, num_label_tokens,
+                              jnp.dtype(config.compute_dtype))
+  params = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 2, config.dataset.image_size, config.dataset.image_size, 3)),
+      jnp.zeros((1, config.dataset.max_seq_length), jnp.int32),
+      jnp.zeros((1, config.labels.max_steps + 1), jnp.int32)))["params"]
+  optimizer = steps.make_optimizer(config, params, 1, stage)
+  state, batch = abstract_inputs(config, model, optimizer, global_batch, stage)
+  mesh = parallel.make_mesh([device or jax.devices()[0]])
+  rep, shard = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer, config=config,
+                                   stage=stage), in_shardings=(rep, shard), out_shardings=(rep, rep),
+                 donate_argnums=0)
+  return step.lower(state, batch).compile(), state, batch
+
+
+def cost_of(compiled, global_batch: int, stage: int) -> StepCost:
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):   # older JAX: one dict per partition
+    analysis = analysis[0]
+  return StepCost(float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0)),
+                  global_batch, stage)
+
+
+def train_step_cost(config, stage: int = 2, global_batch: int | None = None) -> StepCost:
+  global_batch = global_batch or config.train.batch_size
+  compiled, _, _ = compile_train_step(config, stage, global_batch)
+  return cost_of(compiled, global_batch, stage)
+
+
+def implied_step_time(flops: float, chips: int, peak_flops_per_chip: float, utilisation: float) -> float:
+  """Seconds per step when ``chips`` accelerators run at ``utilisation`` of their peak."""
+  return flops / (chips * peak_flops_per_chip * utilisation)
+
+
+# (name, chips, peak key): slices the README sizes runs for. v4-32 = 16 chips (32 TensorCores, 4 hosts),
+# v5litepod-64 = 64 chips (16 hosts).
+SLICES = (("TPU v4-32", 16, "tpu-v4"), ("TPU v5e-64", 64, "tpu-v5e"))
+
+
+def table(config, utilisation: float = 0.4) -> str:
+  """FLOPs per step of both stages at the config's global batch, and the step times they imply."""
+  stages = (1, 2) if config.model.use_labeler else (2,)
+  return format_table([train_step_cost(config, s) for s in stages], config, utilisation)
+
+
+def format_table(costs, config, utilisation: float) -> str:
+  lines = [f"Train-step cost from XLA's cost analysis (global batch {config.train.batch_size}, "
+           f"{config.dataset.image_size}px, compute {config.compute_dtype}); step times at "
+           f"{utilisation:.0%} of bf16 peak"]
+  for c in costs:
+    times = ", ".join(
+        f"{name} ({chips} chips): {implied_step_time(c.flops, chips, PEAK_FLOPS[key], utilisation) * 1e3:.1f} ms"
+        for name, chips, key in SLICES)
+    lines.append(f"stage {c.stage}: {c.flops / 1e12:.3f} TFLOP/step "
+                 f"({c.flops / c.global_batch / 1e9:.1f} GFLOP/example); {times}")
+  return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""The jit-able pieces of training, free of the loop: the model and optimiser a config asks for, the
+losses, one optimiser step, and the prediction functions the evaluations run (pure functions of
+``(state | variables, batch)``; ``train.py`` drives them, ``cost.py`` and ``benchmarks/`` compile them).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jpg_jax import decode as decode_lib
+from jpg_jax import labels as labels_lib
+from jpg_jax import text
+from jpg_jax.models import jpg as jpg_lib
+
+# Stage 1 trains these top-level modules (extractor, alignment, labeler); the Transformer waits.
+STAGE1_MODULES = ("visual_extractor", "subspace", "att_embed", "labeler")
+
+
+# ============================================================================================ model + optimiser
+def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None) -> jpg_lib.JPG:
+  num_labels = len(label_set) if label_set else 1
+  num_tokens = label_set.vocab.num_logits if label_set else 2
+  return jpg_lib.from_config(config.model, vocab.num_logits, num_labels, num_tokens,
+                             jnp.dtype(config.compute_dtype))
+
+
+def make_optimizer(config, params, steps_per_epoch: int, stage: int) -> optax.GradientTransformation:
+  """R2Gen's optimiser: value clipping, coupled L2, Adam(amsgrad) with a step decay per epoch; the
+  extractor at its own learning rate. ``optim.name='adagrad'`` is the paper's "initial accumulator 0.1"."""
+  o = config.optim
+
+  def schedule(lr):
+    return optax.exponential_decay(lr, max(o.lr_step_epochs * steps_per_epoch, 1), o.lr_gamma,
+                                   staircase=True)
+
+  def base(lr):
+    if o.name == "adam":
+      scale = optax.scale_by_amsgrad() if o.amsgrad else optax.scale_by_adam()
+    elif o.name == "adagrad":
+      scale = optax.scale_by_rss(initial_accumulator_value=o.adagrad_initial_accumulator)
+    else:
+      raise ValueError(f"Unknown optimiser {o.name!r}.")
+    return optax.chain(optax.add_decayed_weights(o.weight_decay), scale,
+                       optax.scale_by_learning_rate(schedule(lr)))
+
+  def label(path, _):
+    top = path[0].key
+    if stage == 1 and top not in STAGE1_MODULES:
+      return "frozen"
+    if top == "visual_extractor":
+      return "frozen" if config.model.frozen_extractor else "extractor"
+    return "rest"
+
+  labels = jax.tree_util.tree_map_with_path(label, params)
+  tx = optax.multi_transform({"extractor": base(o.extractor_learning_rate), "rest": base(o.learning_rate),
+                              "frozen": optax.set_to_zero()}, labels)
+  return optax.chain(optax.clip(o.grad_clip_value), tx) if o.grad_clip_value else tx
+
+
+def learning_rate(config, steps_per_epoch: int, step: int) -> float:
+  o = config.optim
+  return o.learning_rate * o.lr_gamma ** (step // max(o.lr_step_epochs * steps_per_epoch, 1))
+
+
+# ============================================================================================ losses
+def masked_nll(logits, targets, mask):
+  """R2Gen's LanguageModelCriterion: summed NLL of the masked targets over the mask's sum."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  nll = -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+  return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def losses(out: dict, batch: dict, config, stage: int) -> dict:
+  t = config.train
+  result = {}
+  total = 0.0
+  if stage == 2:
+    result["report_loss"] = masked_nll(out["logits"], batch["report_ids"][:, 1:], batch["report_mask"][:, 1:])
+    total += result["report_loss"]
+  if "label_token_logits" in out:
+    result["label_loss"] = masked_nll(out["label_token_logits"], batch["label_ids"][:, 1:],
+                                      batch["label_mask"][:, 1:])                          # Eq. 11
+    result["class_loss"] = optax.sigmoid_binary_cross_entropy(
+        out["label_class_logits"].astype(jnp.float32), batch["label_targets"]).mean()
+    total += t.label_loss_weight * result["label_loss"] + t.class_loss_weight * result["class_loss"]
+  result["loss"] = total
+  return result
+
+
+# ============================================================================================ steps
+def train_step(state: dict, batch: dict, *, model, optimizer, config, stage: int):
+  """One optimiser step. ``state``: step, params, batch_stats, opt_state, rng (a plain pytree)."""
+  rng = jax.random.fold_in(state["rng"], state["step"])
+
+  def loss_fn(params):
+    variables = {"params": params, "batch_stats": state["batch_stats"]}
+    kw = dict(rngs={"dropout": rng}, mutable=["batch_stats"])
+    if stage == 1:
+      (class_logits, token_logits), updates = model.apply(
+          variables, batch["images"], batch["label_ids"], True, method=jpg_lib.JPG.labels, **kw)
+      out = {"label_class_logits": class_logits, "label_token_logits": token_logits}
+    else:
+      label_ids = batch["label_ids"] if model.use_labeler else None
+      out, updates = model.apply(variables, batch["images"], batch["report_ids"], label_ids, True, **kw)
+    terms = losses(out, batch, config, stage)
+    return terms["loss"], (terms, updates["batch_stats"])
+
+  (_, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+  new_state = dict(state, step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
+                   batch_stats=batch_stats, opt_state=opt_state)
+  terms["grad_norm"] = optax.global_norm(grads)
+  # 1 while every parameter is finite: a checkpoint is written only if its parameters are.
+  terms["params_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                                              for x in jax.tree.leaves(new_state["params"])])).astype(jnp.float32)
+  return new_state, terms
+
+
+def predict_reports(variables, images, *, model, beam: int, max_len: int):
+  """Test-time outputs: report tokens (beam search) and, with a labeler, label logits and tokens."""
+  tokens, out = decode_lib.generate_reports(model, variables, images, beam=beam, max_len=max_len)
+  result = {"tokens": tokens}
+  for k in ("label_class_logits", "label_tokens"):
+    if k in out:
+      result[k] = out[k]
+  return result
+
+
+def predict_labels(variables, images, *, model, beam: int):
+  class_logits, tokens = decode_lib.generate_labels(model, variables, images, beam=beam)
+  return {"label_class_logits": class_logits, "label_tokens": tokens}
+
+
+def score_labels(variables, batch, *, model, beam: int):
+  """Stage 1's validation: generated labels and class logits, and the teacher-forced label NLL."""
+  out = predict_labels(variables, batch["images"], model=model, beam=beam)
+  _, token_logits = model.apply(variables, batch["images"], batch["label_ids"], False, method=jpg_lib.JPG.labels)
+  logp = jax.nn.log_softmax(token_logits.astype(jnp.float32))
+  nll = -jnp.take_along_axis(logp, batch["label_ids"][:, 1:, None], -1)[..., 0] * batch["label_mask"][:, 1:]
+  out["label_nll"], out["label_count"] = nll.sum(-1), batch["label_mask"][:, 1:].sum(-1)
+  return out
+
+
+# ============================================================================================ checkpoints
