@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.resnet_depth = 101
   c.model.frozen_extractor = False
+  c.model.cached_features = False   # inputs are precomputed patch grids of a frozen extractor
   c.model.use_subspace = True
   c.model.num_bases = 2048          # m: "a 512 x 2048 memory matrix", d_s = 512
   c.model.similarity = "dot"        # Eq. 7 as written ('scaled_dot', 'cosine' are options)

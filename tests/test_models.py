@@ -101,6 +101,22 @@ def test_frozen_extractor_gets_no_gradient_and_keeps_statistics():
     np.testing.assert_array_equal(a, b)
 
 
+def test_cached_features_give_the_frozen_models_outputs():
+  """Patch grids computed once by the frozen extractor stand in for the images (the ResNet is skipped)."""
+  frozen = jpg_lib.JPG(**TINY, frozen_extractor=True)
+  cached = jpg_lib.JPG(**TINY, frozen_extractor=True, cached_features=True)
+  images, reports, labels = _inputs()
+  variables = _variables("jpg")
+  grids = frozen.apply(variables, images, False, method=jpg_lib.JPG.extract)
+  assert grids.shape[:2] == (images.shape[0], 2) and grids.shape[-1] == 512
+  light = {c: {k: v for k, v in tree.items() if k != "visual_extractor"} for c, tree in variables.items()}
+  expected = frozen.apply(variables, images, reports, labels)
+  got = cached.apply(light, grids, reports, labels)
+  for key in ("logits", "label_class_logits", "label_token_logits"):
+    np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-5)
+  assert "visual_extractor" not in cached.init(jax.random.key(0), grids, reports, labels)["params"]
+
+
 def test_each_function_compiles_once_per_shape():
   model = jpg_lib.JPG(**TINY)
   images, reports, labels = _inputs()

@@ -15,6 +15,10 @@ Switches (``configs/jpg.py`` names the ablations of Table 2):
 * ``use_labeler``: False drops the head and the GRU (BASE, the "vanilla Transformer").
 * ``labels_in_encoder``: False keeps the labeler as a parallel task but feeds no label features to the
   encoder (JPG-auxiliary).
+* ``cached_features``: the model's image input is the extractor's output, patch grids (B, 2, h, w, d_x)
+  computed once by a frozen extractor (``extract``), and the ResNet is skipped. Sec. 3.2 lets the
+  extractor be any pretrained CNN; with it frozen, its features can be cached (eval-time views: no
+  augmentation) and only the rest is trained on them (``benchmarks/train_step.py --extractor=cached``).
 * ``train_label_source``: which labels the encoder reads in training: ``'predicted'`` (the GRU's greedy
   output, as at test time; Sec. 5.2 speaks of "predicted disease tags") or ``'ground_truth'`` (teacher
   forcing). At evaluation the encoder always reads predictions.
@@ -48,6 +52,7 @@ class JPG(nn.Module):
   # visual extractor
   resnet_depth: int = 101
   frozen_extractor: bool = False
+  cached_features: bool = False          # inputs are precomputed extractor grids (see above)
   # shared subspace
   use_subspace: bool = True
   num_bases: int = 2048
@@ -97,7 +102,10 @@ class JPG(nn.Module):
 
   # ------------------------------------------------------------------------------- visual side
   def extract(self, images, train: bool):
-    """(B, V, H, W, 3) -> patch grids (B, V, h, w, d_x); the views share the extractor."""
+    """(B, V, H, W, 3) -> patch grids (B, V, h, w, d_x); the views share the extractor. With
+    ``cached_features`` the input already is those grids."""
+    if self.cached_features:
+      return images.astype(self.dtype)
     b, v = images.shape[:2]
     grids = self.visual_extractor(images.reshape((b * v,) + images.shape[2:]), train)
     return grids.reshape((b, v) + grids.shape[1:])

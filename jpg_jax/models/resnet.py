@@ -28,6 +28,55 @@ _STAGES = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+class PointwiseConv(nn.Module):
+  """A bias-free 1x1 convolution computed as a matrix product over channels (after striding).
+
+  The same parameter as ``nn.Conv`` (``kernel``, shape (1, 1, C_in, C_out)) and the same values; XLA's CPU
+  backend runs the backward pass of 1x1 convolutions as generic Eigen convolutions, several times slower
+  than the matrix products this lowers to (benchmarks/resnet.py). Most of a bottleneck ResNet's FLOPs
+  are in its 1x1 convolutions.
+  """
+  features: int
+  strides: tuple[int, int] = (1, 1)
+  dtype: Any = jnp.float32
+  kernel_init: Any = conv_init
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", self.kernel_init, (1, 1, x.shape[-1], self.features), jnp.float32)
+    sh, sw = self.strides
+    x = x[:, ::sh, ::sw] if (sh, sw) != (1, 1) else x
+    return jax.lax.dot_general(x.astype(self.dtype), kernel[0, 0].astype(self.dtype),
+                               (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def make_conv(features, kernel_size, strides=(1, 1), padding=0, *, dtype, pointwise_as_dot: bool,
+              name=None) -> nn.Module:
+  """A bias-free convolution as torchvision's; 1x1 kernels as ``PointwiseConv`` when asked."""
+  if pointwise_as_dot and tuple(kernel_size) == (1, 1):
+    return PointwiseConv(features, tuple(strides), dtype, name=name)
+  return nn.Conv(features, kernel_size, strides, padding=padding, use_bias=False, dtype=dtype,
+                 kernel_init=conv_init, name=name)
+
+
+def max_pool(x, window: int = 3, stride: int = 2, pad: int = 1):
+  """torch's ``max_pool2d(window, stride, pad)`` as an elementwise maximum of strided slices.
+
+  The same forward values as ``nn.max_pool``; its backward is a few selects instead of XLA's
+  ``select_and_scatter``, which is 4-5x slower on CPU (benchmarks/resnet.py). At exact ties inside a
+  window the gradient is shared between the tied inputs instead of going to the first one.
+  """
+  n, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
+  ho, wo = (h + 2 * pad - window) // stride + 1, (w + 2 * pad - window) // stride + 1
+  out = None
+  for i in range(window):
+    for j in range(window):
+      part = xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+      out = part if out is None else jnp.maximum(out, part)
+  return out
+
+
 def out_channels(depth: int) -> int:
   return 512 if _STAGES[depth][0] == "basic" else 2048
 
@@ -75,19 +124,20 @@ class ResNet(nn.Module):
   depth: int = 101
   frozen: bool = False
   dtype: Any = jnp.float32
+  pointwise_as_dot: bool = True     # 1x1 convolutions as matrix products (PointwiseConv)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     kind, blocks = _STAGES[self.depth]
     use_running = self.frozen or not train
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
+    conv = functools.partial(make_conv, dtype=self.dtype, pointwise_as_dot=self.pointwise_as_dot)
     norm = functools.partial(nn.BatchNorm, use_running_average=use_running, momentum=0.9, epsilon=1e-5,
                              dtype=self.dtype)
     block_cls = BasicBlock if kind == "basic" else Bottleneck
     expansion = 1 if kind == "basic" else 4
     x = conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv1")(x.astype(self.dtype))
     x = nn.relu(norm(name="bn1")(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool(x, 3, 2, 1)
     in_ch = 64
     for stage, (n, planes) in enumerate(zip(blocks, (64, 128, 256, 512))):
       for b in range(n):

@@ -1,0 +1,70 @@
+"""Peak host memory (RSS) of a training run at batch 16 with the paper's model.
+
+  python benchmarks/host_memory.py
+
+Runs ``train.train_and_evaluate`` with the paper's config (ResNet-101 at 224 px, the subspace, labeler,
+3-layer Transformer, global batch 16) on ``synthetic_cxr/tiny`` (48 training cases, upscaled to 256/224 by
+the input pipeline) through stage 1 (one epoch, its validation), label mining and two stage-2 steps, then
+stops as a preemption would (writing its checkpoint). The JSON line gives the process's peak resident set
+(``ru_maxrss``: dataset build, compilation, training, evaluation and checkpointing together) and the peak
+of RSS samples taken every 0.2 s by a thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import threading
+import time
+
+import common  # noqa: F401  (sets sys.path)
+
+import psutil
+
+from configs import jpg as jpg_config
+from jpg_jax import train
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--stage2_steps", type=int, default=2)
+  args = p.parse_args()
+  tmp = tempfile.mkdtemp()
+  c = jpg_config.get_config()
+  c.unlock()
+  c.dataset.name, c.dataset.data_dir = "synthetic_cxr/tiny", f"{tmp}/tfds"
+  c.dataset.random_flip = False
+  c.labels.num_patterns = 5
+  c.train.batch_size = c.train.eval_batch_size = args.batch
+  c.train.stage1_epochs = c.train.stage2_epochs = 1.0
+  c.train.log_every_steps = 1
+  c.lock()
+
+  proc, samples, stop = psutil.Process(), [], threading.Event()
+
+  def sample():
+    while not stop.is_set():
+      samples.append((time.time(), proc.memory_info().rss))
+      time.sleep(0.2)
+
+  thread = threading.Thread(target=sample, daemon=True)
+  start = time.time()
+  thread.start()
+  try:
+    train.train_and_evaluate(c, f"{tmp}/run", stop_at_step=(2, args.stage2_steps))
+  except train.PreemptedError:
+    pass
+  stop.set()
+  thread.join()
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB on Linux
+  common.emit({"benchmark": "host_memory", **common.machine(), "batch": args.batch, "image_size": 224,
+               "resnet_depth": 101, "wall_s": round(time.time() - start, 1),
+               "peak_rss_mib": round(peak, 1),
+               "sampled_peak_rss_mib": round(max(r for _, r in samples) / 2**20, 1),
+               "rss_at_exit_mib": round(proc.memory_info().rss / 2**20, 1)})
+
+
+if __name__ == "__main__":
+  main()
