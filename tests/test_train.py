@@ -1,6 +1,7 @@
 """End to end on the tiny synthetic set: both stages, mining, test results, evaluate, predict; resume,
 preemption, NaN and config checks."""
 
+import html
 import json
 import os
 import signal
@@ -172,3 +173,102 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tiny_synthetic, tmp_pat
   steps = [int(p.name) for p in (tmp_path / "stage2").iterdir() if p.name.isdigit()]
   last = max(_losses(tmp_path))
   assert last in steps and last < 120
+
+
+# ------------------------------------------------------------------ results tools (jpg_jax/results.py)
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def _tool(name, *args):
+  out = subprocess.run([sys.executable, "-m", f"jpg_jax.tools.{name}", *args], capture_output=True,
+                       text=True, timeout=600, cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
+@pytest.fixture(scope="module")
+def two_runs(run, tmp_path_factory):
+  """The tiny run as "JPG" and a copy whose test scores are lower as "BASE" (a stand-in second run)."""
+  import shutil
+  _, workdir, _ = run
+  base = tmp_path_factory.mktemp("base") / "run"
+  shutil.copytree(workdir / "results", base / "results")
+  shutil.copy(workdir / "config.json", base / "config.json")
+  rows = [json.loads(l) for l in (base / "results" / "test_reports.jsonl").read_text().splitlines()]
+  for k, r in enumerate(rows):
+    r["scores"] = {m: v * (0.5 if k % 3 else 0.9) for m, v in r["scores"].items()}
+    r["prediction"] = "the lungs are clear ."
+  (base / "results" / "test_reports.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  metrics = json.loads((base / "results" / "test_metrics.json").read_text())
+  for m in evaluate.CAPTION_KEYS:
+    metrics[m] = float(np.mean([r["scores"][m] for r in rows]))
+  (base / "results" / "test_metrics.json").write_text(json.dumps(metrics))
+  return str(base), str(workdir)
+
+
+def test_compare_prints_the_jsons_numbers_beside_the_papers(two_runs, tmp_path):
+  from jpg_jax import results
+  base, jpg_dir = two_runs
+  md = tmp_path / "table2.md"
+  text = _tool("compare", f"--run=BASE={base}", f"--run=JPG={jpg_dir}", f"--markdown={md}",
+               f"--fig3={tmp_path / 'fig3.png'}")
+  rows = {(line[:16].strip(), line[16:30].strip()): line[30:].split() for line in text.splitlines()}
+  for name, path in (("BASE", base), ("JPG", jpg_dir)):
+    saved = json.loads(open(os.path.join(path, "results", "test_metrics.json")).read())
+    ours = [float(v.rstrip("†")) for v in rows[(name, "ours")]]
+    assert ours == pytest.approx([round(saved[m], 3) for m in evaluate.CAPTION_KEYS], abs=1e-9)
+    paper = [float(v.rstrip("†")) for v in rows[(name, "paper")]]
+    assert paper == list(results.PAPER_TABLE2[name])
+    deltas = [float(v) for v in rows[(name, "ours - paper")]]
+    assert deltas == pytest.approx([saved[m] - p for m, p in zip(evaluate.CAPTION_KEYS, paper)], abs=1e-3)
+  # The dagger follows the t-test on the per-report scores.
+  table = results.table2(results.parse_runs([f"BASE={base}", f"JPG={jpg_dir}"]))
+  for m, v in zip(evaluate.CAPTION_KEYS, rows[("JPG", "ours")]):
+    assert v.endswith("†") == table["JPG"][m].significant
+    assert table["JPG"][m].p_value is not None and table["BASE"][m].p_value is None
+  assert "| JPG | paper | 0.479† |" in md.read_text()
+  assert Image.open(tmp_path / "fig3.png").size[0] > 0
+
+
+def test_curves_from_the_tensorboard_files(run, tmp_path):
+  from jpg_jax import results
+  _, workdir, _ = run
+  scalars = results.read_scalars(str(workdir / "logs"))
+  history = [json.loads(l) for l in (workdir / "logs" / "history.jsonl").read_text().splitlines()]
+  logged = {(h["step"], k): v for h in history for k, v in h.items() if k != "step"}
+  for tag in ("stage1/train_loss", "stage2/train_report_loss", "stage2/val_BLEU_4"):
+    assert scalars[tag] and all(logged[(s, tag)] == pytest.approx(v, rel=1e-6) for s, v in scalars[tag])
+  _tool("curves", f"--workdir={workdir}", f"--output={tmp_path / 'curves.png'}")
+  assert Image.open(tmp_path / "curves.png").size[0] > 0
+
+
+def test_examples_page_shows_the_reports_of_each_run(two_runs, tmp_path):
+  base, jpg_dir = two_runs
+  rows = [json.loads(l) for l in open(os.path.join(jpg_dir, "results", "test_reports.jsonl"))]
+  ids = [rows[0]["id"], rows[5]["id"]]
+  for suffix in ("md", "html"):
+    out = tmp_path / f"examples.{suffix}"
+    _tool("examples", f"--run=BASE={base}", f"--run=JPG={jpg_dir}", f"--ids={','.join(ids)}",
+          f"--output={out}")
+    page = out.read_text()
+    shown = html.escape if suffix == "html" else (lambda t: t.replace("|", "\\|"))
+    for i in ids:
+      row = next(r for r in rows if r["id"] == i)
+      assert i in page and shown(row["reference"]) in page and "the lungs are clear ." in page
+      assert shown(row["prediction"]) in page
+  picked = tmp_path / "picked.md"
+  _tool("examples", f"--run=BASE={base}", f"--run=JPG={jpg_dir}", "--num=2", f"--output={picked}")
+  assert picked.read_text().count("\n| `") == 2
+
+
+def test_attention_map_command(run, tmp_path):
+  config, workdir, _ = run
+  rows = [json.loads(l) for l in (workdir / "results" / "test_reports.jsonl").read_text().splitlines()]
+  out = tmp_path / "attention.png"
+  text = _tool("attention_map", "--config=configs/jpg.py:smoke",
+               f"--config.dataset.data_dir={config.dataset.data_dir}", f"--workdir={workdir}",
+               f"--id={rows[0]['id']}", f"--output={out}")
+  result = json.loads((tmp_path / "prediction.json").read_text())
+  assert result["id"] == rows[0]["id"] and result["reference"] == rows[0]["reference"]
+  assert result["report"] == rows[0]["prediction"]   # the same checkpoint and beam search as the test run
+  assert out.exists() == bool(result["report"])

@@ -1,0 +1,300 @@
+"""Reading finished runs: Table 2 beside the paper's, Fig. 3, training curves, example reports (Fig. 5).
+
+A run is a workdir written by ``train.train_and_evaluate``: ``config.json``, ``results/test_metrics.json``,
+``results/test_reports.jsonl`` (per-report predictions and scores) and ``logs/`` (TensorBoard events).
+Every number printed here is read from those files; the paper's are copied from its Table 2.
+The command-line front ends are ``jpg_jax.tools.compare``, ``.curves``, ``.examples`` and ``.attention_map``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import html
+import json
+import os
+import struct
+from typing import Mapping, Sequence
+
+import numpy as np
+from etils import epath
+
+from jpg_jax import evaluate as evaluate_lib
+
+METRICS = evaluate_lib.CAPTION_KEYS
+METRIC_NAMES = {"BLEU_1": "BLEU-1", "BLEU_2": "BLEU-2", "BLEU_3": "BLEU-3", "BLEU_4": "BLEU-4",
+                "METEOR": "METEOR", "ROUGE_L": "ROUGE-L"}
+
+# Table 2 of the paper (IU X-Ray test set, Findings); None where the paper prints "-". JPG's row carries
+# the paper's dagger on every metric (significantly better than BASE, t-test, p < 0.05).
+PAPER_TABLE2 = {
+    "NIC": (0.216, 0.124, 0.087, 0.066, None, 0.306),
+    "ADAATT": (0.220, 0.127, 0.089, 0.068, None, 0.308),
+    "ATT2IN": (0.224, 0.129, 0.089, 0.068, None, 0.308),
+    "VisualGPT": (0.482, 0.314, 0.221, 0.158, 0.204, 0.375),
+    "COATT": (0.455, 0.288, 0.205, 0.154, None, 0.369),
+    "HRGR": (0.438, 0.298, 0.208, 0.151, None, 0.322),
+    "CMAS-RL": (0.464, 0.301, 0.210, 0.154, None, 0.362),
+    "R2GEN": (0.470, 0.304, 0.219, 0.165, 0.187, 0.371),
+    "CMN": (0.475, 0.309, 0.222, 0.170, 0.191, 0.375),
+    "BASE": (0.369, 0.254, 0.179, 0.135, 0.164, 0.342),
+    "JPG-projection": (0.458, 0.291, 0.212, 0.159, 0.177, 0.371),
+    "JPG-auxiliary": (0.472, 0.308, 0.218, 0.168, 0.188, 0.373),
+    "JPG": (0.479, 0.319, 0.222, 0.174, 0.193, 0.377),
+}
+PAPER_SIGNIFICANT = {"JPG"}
+SIGNIFICANCE_LEVEL = 0.05
+DAGGER = "†"
+
+
+# ------------------------------------------------------------------------------------------ runs
+@dataclasses.dataclass
+class Run:
+  name: str
+  workdir: str
+  metrics: dict
+  reports: list[dict]        # test_reports.jsonl rows, in file order
+  config: dict
+
+  @property
+  def by_id(self) -> dict[str, dict]:
+    return {r["id"]: r for r in self.reports}
+
+
+def load_run(name: str, workdir: str) -> Run:
+  root = epath.Path(workdir)
+  metrics = json.loads((root / "results" / "test_metrics.json").read_text())
+  reports = [json.loads(line) for line in (root / "results" / "test_reports.jsonl").read_text().splitlines()
+             if line.strip()]
+  config_path = root / "config.json"
+  config = json.loads(config_path.read_text()) if config_path.exists() else {}
+  return Run(name, str(workdir), metrics, reports, config)
+
+
+def parse_runs(specs: Sequence[str]) -> list[Run]:
+  """``NAME=WORKDIR`` pairs (a bare WORKDIR is named after its folder)."""
+  runs = []
+  for spec in specs:
+    name, _, path = spec.rpartition("=")
+    runs.append(load_run(name or os.path.basename(os.path.normpath(path)), path))
+  return runs
+
+
+# ------------------------------------------------------------------------------------------ Table 2
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  ours: float
+  paper: float | None
+  p_value: float | None       # paired t-test against the reference run, on per-report scores
+  significant: bool           # better than the reference with p < SIGNIFICANCE_LEVEL
+
+  @property
+  def delta(self) -> float | None:
+    return None if self.paper is None else self.ours - self.paper
+
+
+def significance(run: Run, reference: Run, metric: str) -> float:
+  """p-value of the paired t-test of ``run`` against ``reference`` on the same test reports."""
+  ref = reference.by_id
+  ids = [r["id"] for r in run.reports]
+  missing = [i for i in ids if i not in ref]
+  if missing or len(ids) != len(ref):
+    raise ValueError(f"{run.name} and {reference.name} were not scored on the same test reports "
+                     f"({len(missing)} of {len(ids)} ids missing from {reference.name}).")
+  a = [r["scores"][metric] for r in run.reports]
+  b = [ref[i]["scores"][metric] for i in ids]
+  return evaluate_lib.paired_t_test(a, b)["p"]
+
+
+def table2(runs: Sequence[Run], reference: str = "BASE") -> dict[str, dict[str, Cell]]:
+  """Per run and metric: our score, the paper's (by run name), and the t-test against ``reference``."""
+  ref = next((r for r in runs if r.name == reference), None)
+  table = {}
+  for run in runs:
+    paper = PAPER_TABLE2.get(run.name)
+    row = {}
+    for k, metric in enumerate(METRICS):
+      ours = float(run.metrics[metric])
+      p = None
+      if ref is not None and run is not ref:
+        p = significance(run, ref, metric)
+      better = ref is not None and ours > float(ref.metrics[metric])
+      row[metric] = Cell(ours, None if paper is None else paper[k], p,
+                         p is not None and better and p < SIGNIFICANCE_LEVEL)
+    table[run.name] = row
+  return table
+
+
+def _num(x: float | None, signed: bool = False) -> str:
+  if x is None:
+    return "-"
+  return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def format_table2(table: Mapping[str, Mapping[str, Cell]], reference: str = "BASE",
+                  markdown: bool = False) -> str:
+  """Ours (with † where significantly better than ``reference``), the paper's (with its †) and the
+  difference, per metric; then the paper's other rows for context."""
+  header = ["METHOD", "source"] + [METRIC_NAMES[m] for m in METRICS]
+  rows = []
+  for name, cells in table.items():
+    ours = [_num(c.ours) + (DAGGER if c.significant else "") for c in cells.values()]
+    rows.append([name, "ours"] + ours)
+    if name in PAPER_TABLE2:
+      mark = DAGGER if name in PAPER_SIGNIFICANT else ""
+      rows.append([name, "paper"] + [_num(c.paper) + (mark if c.paper is not None else "")
+                                     for c in cells.values()])
+      rows.append([name, "ours - paper"] + [_num(c.delta, signed=True) for c in cells.values()])
+  for name, values in PAPER_TABLE2.items():
+    if name not in table:
+      mark = DAGGER if name in PAPER_SIGNIFICANT else ""
+      rows.append([name, "paper"] + [_num(v) + (mark if v is not None else "") for v in values])
+  note = (f"{DAGGER}: ours, paired t-test on per-report scores against {reference} of the same table, "
+          f"p < {SIGNIFICANCE_LEVEL}; paper, as printed (significantly better than BASE).")
+  if markdown:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n\n" + note
+  widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+  fmt = lambda r: "  ".join(str(x).ljust(w) if i < 2 else str(x).rjust(w)
+                            for i, (x, w) in enumerate(zip(r, widths)))
+  return "\n".join([fmt(header), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(r) for r in rows]
+                   + [note])
+
+
+# ------------------------------------------------------------------------------------------ Fig. 3
+HEADS = ("alexnet", "nin", "googlenet")
+
+
+def fig3_values(runs: Sequence[Run]) -> dict[tuple[str, bool], float]:
+  """(head, uses the subspace) -> test label micro-F1, from the runs whose config matches."""
+  values = {}
+  for run in runs:
+    model = run.config.get("model", {})
+    if not model.get("use_labeler", True) or "label_micro_f1" not in run.metrics:
+      continue
+    key = (model.get("head", "googlenet"), bool(model.get("use_subspace", True)))
+    values[key] = float(run.metrics["label_micro_f1"])
+  return values
+
+
+def plot_fig3(values: Mapping[tuple[str, bool], float], path) -> None:
+  """Grouped bars: each head with raw extractor features and with the shared subspace."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  heads = [h for h in HEADS if any(k[0] == h for k in values)]
+  x = np.arange(len(heads))
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  for offset, (subspace, label) in zip((-0.2, 0.2), ((False, "raw features"), (True, "shared subspace"))):
+    ys = [values.get((h, subspace), np.nan) for h in heads]
+    bars = ax.bar(x + offset, ys, 0.4, label=label)
+    ax.bar_label(bars, fmt="%.3f", fontsize=7)
+  ax.set_xticks(x, [{"alexnet": "AlexNet", "nin": "NIN", "googlenet": "GoogLeNet"}[h] for h in heads])
+  ax.set_ylabel("test label micro-F1")
+  ax.set_title("Fig. 3: classification with context-aware labels")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(str(path), dpi=110)
+  plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ curves
+def _records(path: str):
+  """The records of a TFRecord-framed file (TensorBoard's event files): length, crc, data, crc."""
+  with open(path, "rb") as f:
+    while True:
+      head = f.read(12)
+      if len(head) < 12:
+        return
+      (length,) = struct.unpack("<Q", head[:8])
+      data = f.read(length)
+      f.read(4)
+      if len(data) < length:
+        return
+      yield data
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """Every scalar of the TensorBoard event files in ``logdir``: tag -> [(step, value)] by step."""
+  from tensorboardX.proto import event_pb2
+  scalars: dict[str, dict[int, float]] = {}
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    for data in _records(path):
+      event = event_pb2.Event.FromString(data)
+      for value in event.summary.value:
+        if value.HasField("simple_value"):
+          scalars.setdefault(value.tag, {})[int(event.step)] = float(value.simple_value)
+        elif value.HasField("tensor") and value.tensor.float_val:
+          scalars.setdefault(value.tag, {})[int(event.step)] = float(value.tensor.float_val[0])
+  return {tag: sorted(points.items()) for tag, points in scalars.items()}
+
+
+DEFAULT_CURVES = ("stage1/train_loss", "stage1/val_label_log_likelihood", "stage2/train_report_loss",
+                  "stage2/train_loss", "stage2/val_BLEU_4", "stage2/val_ROUGE_L")
+
+
+def plot_curves(scalars: Mapping[str, Sequence[tuple[int, float]]], path,
+                tags: Sequence[str] = DEFAULT_CURVES) -> list[str]:
+  """One panel per tag found; returns the tags drawn."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  tags = [t for t in tags if scalars.get(t)]
+  if not tags:
+    raise ValueError(f"None of the tags {list(tags)} is in the logs (found {sorted(scalars)[:20]}).")
+  cols = min(3, len(tags))
+  rows = -(-len(tags) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+  for ax, tag in zip(axes.flat, tags):
+    steps, values = zip(*scalars[tag])
+    ax.plot(steps, values, marker="." if len(steps) < 30 else None)
+    ax.set_title(tag, fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+  for ax in list(axes.flat)[len(tags):]:
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(str(path), dpi=100)
+  plt.close(fig)
+  return tags
+
+
+# ------------------------------------------------------------------------------------------ Fig. 5
+def pick_examples(runs: Sequence[Run], num: int, by: str = "BLEU_4") -> list[str]:
+  """Ids where the last run beats the first by most on ``by`` (Fig. 5 shows where JPG helps), ties by id."""
+  first, last = runs[0].by_id, runs[-1].by_id
+  common = [i for i in last if i in first]
+  gain = lambda i: last[i]["scores"][by] - first[i]["scores"][by]
+  return sorted(common, key=lambda i: (-gain(i), i))[:num]
+
+
+def examples_page(runs: Sequence[Run], ids: Sequence[str], fmt: str = "md") -> str:
+  """Ground truth and each run's report (and JPG's labels) side by side, one row per id."""
+  by_id = [r.by_id for r in runs]
+  for i in ids:
+    for run, rows in zip(runs, by_id):
+      if i not in rows:
+        raise KeyError(f"{i} is not in {run.name}'s test reports.")
+  labels = lambda row: ", ".join(f"<{l}>" for l in row.get("predicted_labels", [])) or "-"
+  if fmt == "html":
+    esc = html.escape
+    head = "".join(f"<th>{esc(r.name)}</th>" for r in runs)
+    body = []
+    for i in ids:
+      ref = by_id[0][i]["reference"]
+      cells = "".join(f"<td>{esc(rows[i]['prediction'])}<br><small>BLEU-4 {rows[i]['scores']['BLEU_4']:.3f}"
+                      f"; labels: {esc(labels(rows[i]))}</small></td>" for rows in by_id)
+      body.append(f"<tr><td><code>{esc(i)}</code></td><td>{esc(ref)}</td>{cells}</tr>")
+    return ("<!doctype html><meta charset='utf-8'><title>Example reports</title>\n"
+            "<table border='1' cellpadding='4'>\n"
+            f"<tr><th>id</th><th>ground truth</th>{head}</tr>\n" + "\n".join(body) + "\n</table>\n")
+  lines = ["| id | ground truth | " + " | ".join(r.name for r in runs) + " |",
+           "|---|---|" + "---|" * len(runs)]
+  cell = lambda s: s.replace("|", "\\|")
+  for i in ids:
+    row = [f"`{i}`", cell(by_id[0][i]["reference"])]
+    row += [cell(rows[i]["prediction"]) + f"<br>*BLEU-4 {rows[i]['scores']['BLEU_4']:.3f}; labels: "
+            f"{cell(labels(rows[i]))}*" for rows in by_id]
+    lines.append("| " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,67 @@
+"""Fig. 4 for a test example: the first decoder layer's cross-attention of each generated word over the
+2 x 49 patches, drawn over both views.
+
+  python -m jpg_jax.tools.attention_map --config=configs/jpg.py:synthetic --workdir=DIR \\
+      --id=SYN2000003 --output=attention.png [--split=test]
+
+Reads the example's two views from the config's dataset, generates its report with the workdir's best
+stage-2 checkpoint (as ``--mode=predict`` does for image files) and writes the map and, beside it,
+``prediction.json`` with the report, the ground truth and the labels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+from PIL import Image
+
+from jpg_jax import input_pipeline as ip
+from jpg_jax import text
+from jpg_jax import train
+from jpg_jax.datasets import common
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
+_ID = flags.DEFINE_string("id", None, "Example id in the split (e.g. a test_reports.jsonl id).")
+_SPLIT = flags.DEFINE_string("split", "test", "Dataset split holding the example.")
+_OUTPUT = flags.DEFINE_string("output", None, "PNG to write.")
+
+
+def _str(x) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def example_views(config, split: str, example_id: str):
+  """(frontal, lateral) grey-scale arrays and the cleaned ground-truth report of one example."""
+  source = ip.open_split(config.dataset.name, split, config.dataset.data_dir)
+  for i in range(len(source)):
+    ex = source[i]
+    if _str(ex["id"]) == example_id:
+      views = [np.asarray(Image.open(io.BytesIO(ex[v])).convert("L")) for v in common.VIEWS]
+      return views, text.clean_report_iu_xray(_str(ex["findings"]))
+  raise KeyError(f"No example {example_id!r} in the {split} split of {config.dataset.name}.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  config = _CONFIG.value
+  views, cleaned = example_views(config, _SPLIT.value, _ID.value)
+  out_dir = os.path.dirname(os.path.abspath(_OUTPUT.value))
+  result = train.predict_views(config, _WORKDIR.value, views, out_dir, _OUTPUT.value)
+  vocab = text.Vocabulary.load(os.path.join(_WORKDIR.value, "vocab.json"))
+  result.update(id=_ID.value, reference=vocab.reference(cleaned, config.dataset.max_seq_length))
+  with open(os.path.join(out_dir, "prediction.json"), "w") as f:
+    json.dump(result, f, indent=1)
+  print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir", "id", "output"])
+  app.run(main)

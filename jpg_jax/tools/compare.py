@@ -1,0 +1,46 @@
+"""Table 2 and Fig. 3 from finished runs, beside the paper's numbers.
+
+  python -m jpg_jax.tools.compare --run=BASE=/runs/base --run=JPG-projection=/runs/proj \\
+      --run=JPG-auxiliary=/runs/aux --run=JPG=/runs/jpg [--markdown=table2.md] [--fig3=fig3.png]
+
+Each ``--run=NAME=WORKDIR`` reads ``WORKDIR/results/test_metrics.json`` and ``test_reports.jsonl``. A run
+named as a row of the paper's Table 2 (BASE, JPG-projection, JPG-auxiliary, JPG, R2GEN, CMN, ...) is
+printed with the paper's numbers and the difference; † marks a run significantly better than the
+``--reference`` run (paired t-test on per-report scores, p < 0.05), as the paper marks JPG against BASE.
+``--fig3`` draws the test label micro-F1 of every run with a labeler, grouped by classification head
+(``model.head``) with and without the shared subspace (``model.use_subspace``).
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+
+from jpg_jax import results
+
+_RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished run (repeat).")
+_REFERENCE = flags.DEFINE_string("reference", "BASE", "The run the significance test compares with.")
+_MARKDOWN = flags.DEFINE_string("markdown", "", "Also write the table as Markdown to this file.")
+_FIG3 = flags.DEFINE_string("fig3", "", "Write Fig. 3 (classification quality per head) to this PNG.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  runs = results.parse_runs(_RUNS.value)
+  table = results.table2(runs, _REFERENCE.value)
+  print(results.format_table2(table, _REFERENCE.value))
+  if _MARKDOWN.value:
+    with open(_MARKDOWN.value, "w") as f:
+      f.write(results.format_table2(table, _REFERENCE.value, markdown=True) + "\n")
+  if _FIG3.value:
+    values = results.fig3_values(runs)
+    if not values:
+      raise app.UsageError("No run with a labeler: Fig. 3 needs runs with model.use_labeler.")
+    results.plot_fig3(values, _FIG3.value)
+    print(f"Fig. 3 ({len(values)} bars): {_FIG3.value}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["run"])
+  app.run(main)

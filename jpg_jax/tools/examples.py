@@ -1,0 +1,41 @@
+"""Example reports (Fig. 5): the ground truth and each run's report side by side, as Markdown or HTML.
+
+  python -m jpg_jax.tools.examples --run=BASE=/runs/base --run=JPG=/runs/jpg --ids=CXR1_1_IM-0001 \\
+      --output=examples.md          # .html for an HTML page
+
+Without ``--ids`` the ``--num`` test reports where the last run beats the first by most on BLEU-4 are
+shown (the paper's Fig. 5 shows where JPG helps); the page says which rule picked them.
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+
+from jpg_jax import results
+
+_RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished run (repeat; shown in order).")
+_IDS = flags.DEFINE_list("ids", [], "Test example ids to show.")
+_NUM = flags.DEFINE_integer("num", 3, "Without --ids: how many examples to pick.")
+_OUTPUT = flags.DEFINE_string("output", None, "Markdown (.md) or HTML (.html) file to write.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  runs = results.parse_runs(_RUNS.value)
+  ids = _IDS.value or results.pick_examples(runs, _NUM.value)
+  fmt = "html" if _OUTPUT.value.endswith((".html", ".htm")) else "md"
+  page = results.examples_page(runs, ids, fmt)
+  if fmt == "md":
+    rule = ("chosen ids" if _IDS.value else
+            f"the {len(ids)} test reports where {runs[-1].name} beats {runs[0].name} by most on BLEU-4")
+    page = f"# Example reports ({rule})\n\n" + page
+  with open(_OUTPUT.value, "w") as f:
+    f.write(page)
+  print(f"{len(ids)} examples: {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["run", "output"])
+  app.run(main)
