@@ -145,7 +145,6 @@ def generate_reports(model, variables, images, *, beam: int = 3, max_len: int = 
 
 def label_step_fn(model, variables):
   """The GRU label decoder as a step function over its hidden state."""
-  from jpg_jax.models import labeler as labeler_lib
 
   def step(h, tokens):
     h, logits = model.apply(variables, h, tokens[:, 0], method=lambda m, h, t: m.labeler.step(h, t))
@@ -156,7 +155,6 @@ def label_step_fn(model, variables):
 
 def generate_labels(model, variables, images, *, beam: int = 1):
   """Label class logits and label token sequences (B, steps) by greedy or beam search."""
-  from jpg_jax.models import jpg as jpg_lib
 
   def embed(m, images):
     grids = m.extract(images, False)

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import io
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import grain
 import numpy as np

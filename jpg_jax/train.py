@@ -27,7 +27,6 @@ import functools
 import hashlib
 import json
 import signal
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -142,8 +141,12 @@ class StageCheckpoints:
         ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[metric], reverse=False, n=1,
                                       keep_checkpoints_without_metrics=False),
     ])
+    # best_fn makes orbax write each checkpoint's metrics to disk, so that a new process (a resumed run,
+    # --mode=evaluate/predict) knows which checkpoint is the best and the preservation policy keeps it.
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                           best_fn=lambda m: m[metric], best_mode="max")
     self.manager = ocp.CheckpointManager(
-        directory if "://" in str(directory) else directory.absolute(), options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True),
+        directory if "://" in str(directory) else directory.absolute(), options=options,
         item_names=("state", "data", "meta"))
 
   def save(self, step: int, state, data_state, meta: dict, metrics: dict | None = None):
@@ -155,10 +158,22 @@ class StageCheckpoints:
     return self.manager.latest_step()
 
   def best_step(self):
-    steps = [c for c in self.manager._checkpoints if c.metrics and self.metric in c.metrics]  # noqa: SLF001
-    if not steps:
-      return self.manager.latest_step()
-    return max(steps, key=lambda c: c.metrics[self.metric]).step
+    """The step with the highest validation metric; the latest step when none has one.
+
+    Metrics come from orbax (in memory, or its ``metrics`` item on disk) and, for checkpoints written
+    before metrics were persisted, from the ``meta`` item's ``val``.
+    """
+    known = {c.step: c.metrics for c in self.manager._checkpoints}  # noqa: SLF001
+    scored = {}
+    for step in self.manager.all_steps():
+      metrics = known.get(step) or self._meta_metrics(step)
+      if metrics and self.metric in metrics:
+        scored[step] = metrics[self.metric]
+    return max(scored, key=lambda s: (scored[s], -s)) if scored else self.manager.latest_step()
+
+  def _meta_metrics(self, step: int) -> dict | None:
+    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    return meta.get("val")
 
   def restore(self, step: int, abstract_state):
     r = self.manager.restore(step, args=ocp.args.Composite(

@@ -1,6 +1,5 @@
 """The Open-i parser and the iu_xray builder on the real report archive and R2Gen split."""
 
-import collections
 import io
 import json
 import tarfile
@@ -123,7 +122,7 @@ def test_missing_image_names_file_and_report(tmp_path, small_manual):
 def test_corrupt_png_raises_unless_skipped(tmp_path, small_manual):
   manual, ids = small_manual
   (manual / "images" / ids[1] / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-  with pytest.raises(common.BadImageError, match=f"cannot be decoded"):
+  with pytest.raises(common.BadImageError, match="cannot be decoded"):
     _build("iu_xray/r2gen", tmp_path / "tfds", manual)
   builder = _build("iu_xray/r2gen_skip_bad", tmp_path / "tfds2", manual)
   total = sum(s.num_examples for s in builder.info.splits.values())

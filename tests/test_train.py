@@ -52,6 +52,8 @@ def test_results_files(run):
   assert mined.startswith("# ") and "<" in mined
   for stage in ("stage1", "stage2"):
     assert any(p.name.isdigit() for p in (workdir / stage).iterdir())
+  # A new process finds the same best checkpoint (metrics persisted with each checkpoint).
+  assert train.StageCheckpoints(workdir / "stage2", 2, "BLEU_4").best_step() == saved["checkpoint_step"]
   history = [json.loads(l) for l in (workdir / "logs" / "history.jsonl").read_text().splitlines()]
   assert any("stage2/train_report_loss" in h for h in history)
   assert any(p.name.startswith("events.out.tfevents") for p in (workdir / "logs").iterdir())
@@ -265,7 +267,7 @@ def test_attention_map_command(run, tmp_path):
   config, workdir, _ = run
   rows = [json.loads(l) for l in (workdir / "results" / "test_reports.jsonl").read_text().splitlines()]
   out = tmp_path / "attention.png"
-  text = _tool("attention_map", "--config=configs/jpg.py:smoke",
+  _tool("attention_map", "--config=configs/jpg.py:smoke",
                f"--config.dataset.data_dir={config.dataset.data_dir}", f"--workdir={workdir}",
                f"--id={rows[0]['id']}", f"--output={out}")
   result = json.loads((tmp_path / "prediction.json").read_text())

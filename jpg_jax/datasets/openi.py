@@ -13,7 +13,7 @@ import random
 import re
 import tarfile
 import xml.etree.ElementTree as ET
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 REPORTS_URL = "https://openi.nlm.nih.gov/imgs/collections/NLMCXR_reports.tgz"
 IMAGES_URL = "https://openi.nlm.nih.gov/imgs/collections/NLMCXR_png.tgz"

@@ -15,7 +15,7 @@ gradient flows back into it (the paper allows "any type of pre-trained CNNs", Se
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -18,7 +18,7 @@ from absl import flags
 
 from jpg_jax import results
 
-_RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished run (repeat).")
+_RUNS = flags.DEFINE_multi_string("run", None, "NAME=WORKDIR of a finished run (repeat).")
 _REFERENCE = flags.DEFINE_string("reference", "BASE", "The run the significance test compares with.")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Also write the table as Markdown to this file.")
 _FIG3 = flags.DEFINE_string("fig3", "", "Write Fig. 3 (classification quality per head) to this PNG.")

@@ -14,7 +14,7 @@ from absl import flags
 
 from jpg_jax import results
 
-_RUNS = flags.DEFINE_multi_string("run", [], "NAME=WORKDIR of a finished run (repeat; shown in order).")
+_RUNS = flags.DEFINE_multi_string("run", None, "NAME=WORKDIR of a finished run (repeat; shown in order).")
 _IDS = flags.DEFINE_list("ids", [], "Test example ids to show.")
 _NUM = flags.DEFINE_integer("num", 3, "Without --ids: how many examples to pick.")
 _OUTPUT = flags.DEFINE_string("output", None, "Markdown (.md) or HTML (.html) file to write.")
