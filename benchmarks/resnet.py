@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jpg_jax import cost
 from jpg_jax.models import resnet
 
 
@@ -35,7 +36,7 @@ def jax_side(args, x: np.ndarray) -> dict:
 
   fwd = jax.jit(forward).lower(variables["params"], variables["batch_stats"], x).compile()
   grad = jax.jit(jax.grad(forward)).lower(variables["params"], variables["batch_stats"], x).compile()
-  flops = lambda c: float((c.cost_analysis()[0] if isinstance(c.cost_analysis(), list) else c.cost_analysis())["flops"])
+  flops = lambda c: float(cost.analysis_of(c)["flops"])
   p, s = variables["params"], variables["batch_stats"]
   t_fwd, _ = common.median_time(lambda: fwd(p, s, x).block_until_ready(), args.runs)
   t_grad, _ = common.median_time(lambda: jax.block_until_ready(grad(p, s, x)), args.runs)

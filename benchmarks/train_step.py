@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import jpg as jpg_config
+from jpg_jax import cost
 from jpg_jax import steps
 from jpg_jax.models import jpg as jpg_lib
 
@@ -82,8 +83,7 @@ def jax_step(args, extractor: str) -> dict:
                                    stage=2), donate_argnums=0)
   batch = jax.device_put(batch)
   compiled = step.lower(state, batch).compile()
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  analysis = cost.analysis_of(compiled)
   holder = {"state": state}
 
   def run():

@@ -14,7 +14,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jpg_jax import input_pipeline as ip
 from jpg_jax import parallel
 from jpg_jax import steps
 from jpg_jax.models import jpg as jpg_lib
@@ -31,8 +30,9 @@ class StepCost:
   stage: int
 
 
-def abstract_inputs(config, model, optimizer, global_batch: int, stage: int):
+def abstract_inputs(config, model, optimizer, global_batch: int):
   """ShapeDtypeStructs of the train state and of one global batch."""
+  from jpg_jax import input_pipeline as ip   # here, so that benchmarks import cost without grain/TFDS
   d = config.dataset
   num_labels = model.num_labels
   shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.labels.max_steps, num_labels)
@@ -65,7 +65,7 @@ def compile_train_step(config, stage: int = 2, global_batch: int | None = None, 
       jnp.zeros((1, config.dataset.max_seq_length), jnp.int32),
       jnp.zeros((1, config.labels.max_steps + 1), jnp.int32)))["params"]
   optimizer = steps.make_optimizer(config, params, 1, stage)
-  state, batch = abstract_inputs(config, model, optimizer, global_batch, stage)
+  state, batch = abstract_inputs(config, model, optimizer, global_batch)
   mesh = parallel.make_mesh([device or jax.devices()[0]])
   rep, shard = parallel.replicated(mesh), parallel.data_sharded(mesh)
   step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer, config=config,
@@ -74,10 +74,14 @@ def compile_train_step(config, stage: int = 2, global_batch: int | None = None, 
   return step.lower(state, batch).compile(), state, batch
 
 
-def cost_of(compiled, global_batch: int, stage: int) -> StepCost:
+def analysis_of(compiled) -> dict:
+  """XLA's cost analysis of a compiled function (one dict; older JAX returned one per partition)."""
   analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):   # older JAX: one dict per partition
-    analysis = analysis[0]
+  return analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+
+
+def cost_of(compiled, global_batch: int, stage: int) -> StepCost:
+  analysis = analysis_of(compiled)
   return StepCost(float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0)),
                   global_batch, stage)
 

@@ -18,8 +18,7 @@ def test_train_step_costs_about_three_forward_passes():
   labels = jnp.zeros((4, steps + 1), jnp.int32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, reports, labels))
   forward = jax.jit(lambda v: model.apply(v, images, reports, labels)).lower(variables).compile()
-  analysis = forward.cost_analysis()
-  forward_flops = (analysis[0] if isinstance(analysis, (list, tuple)) else analysis)["flops"]
+  forward_flops = cost.analysis_of(forward)["flops"]
   assert 2.0 < step.flops / forward_flops < 4.0
 
 
