@@ -76,7 +76,7 @@ def jax_step(args, extractor: str) -> dict:
     batch["images"] = np.asarray(extract(variables, batch["images"]))
     variables = {c: {k: v for k, v in tree.items() if k != "visual_extractor"} for c, tree in variables.items()}
   params = variables["params"]
-  optimizer = steps.make_optimizer(config, params, 1, 2)
+  optimizer, _ = steps.make_optimizer(config, params, 1, 2)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables["batch_stats"],
            "opt_state": optimizer.init(params), "rng": jax.random.key(2)}
   step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer, config=config,

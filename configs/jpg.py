@@ -40,11 +40,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.labels.num_mined = 57           # stage 2's context-aware labels
   c.labels.max_steps = 5            # GRU unroll
   c.labels.mining_beam = 1          # label decoding when mining (1 = greedy)
+  c.labels.normal_keep = 0.3        # stage 1's "random data dropout" of normal cases: fraction kept an epoch
+  c.labels.min_mined = 10           # fewer mined labels is warned about (log and results/)
 
   # ------------------------------------------------------------------ model (Sec. 3, 4.4; jpg_jax/models/jpg.py)
   c.model = ml_collections.ConfigDict()
   c.model.resnet_depth = 101
   c.model.frozen_extractor = False
+  c.model.extractor_batch = "per_view"  # R2Gen runs the extractor once per view (BatchNorm per view)
   c.model.cached_features = False   # inputs are precomputed patch grids of a frozen extractor
   c.model.use_subspace = True
   c.model.num_bases = 2048          # m: "a 512 x 2048 memory matrix", d_s = 512
@@ -63,6 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.num_heads = 8
   c.model.num_layers = 3
   c.model.dropout = 0.1
+  c.model.visual_dropout = 0.5      # R2Gen's att_embed dropout (drop_prob_lm; BASE, JPG-projection)
   c.model.layer_norm = "r2gen"
   c.model.attention_layer = 0       # Fig. 4: the first decoder layer's cross-attention
   c.model.max_length = 512
@@ -82,7 +86,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.label_loss_weight = 1.0   # GRU tokens (Eq. 11)
   c.train.class_loss_weight = 1.0   # multi-label head
   c.train.val_meteor = False        # METEOR starts a JVM: test only by default
+  c.train.stage1_select_metric = "pattern_macro_f1"   # a constant predictor cannot maximise it
+  c.train.stage2_select_metric = "BLEU_4"
   c.train.allow_config_change = False
+
+  c.decode = ml_collections.ConfigDict()
+  c.decode.policy = "r2gen"         # R2Gen's beam_step; 'live_beams': EOS never takes a slot (decode.py)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"             # 'adagrad': the paper's "initial accumulator value of 0.1"

@@ -64,7 +64,7 @@ def compile_train_step(config, stage: int = 2, global_batch: int | None = None, 
       jax.random.key(0), jnp.zeros((1, 2, config.dataset.image_size, config.dataset.image_size, 3)),
       jnp.zeros((1, config.dataset.max_seq_length), jnp.int32),
       jnp.zeros((1, config.labels.max_steps + 1), jnp.int32)))["params"]
-  optimizer = steps.make_optimizer(config, params, 1, stage)
+  optimizer, _ = steps.make_optimizer(config, params, 1, stage)
   state, batch = abstract_inputs(config, model, optimizer, global_batch)
   mesh = parallel.make_mesh([device or jax.devices()[0]])
   rep, shard = parallel.replicated(mesh), parallel.data_sharded(mesh)

@@ -54,13 +54,28 @@ def greedy(step_fn: StepFn, state, batch: int, max_len: int):
   return tokens, scores
 
 
-def beam_search(step_fn: StepFn, state, batch: int, beam: int, max_len: int):
-  """R2Gen-style beam search. ``state`` must already be tiled to ``batch * beam`` (``tile_beams``).
+POLICIES = ("r2gen", "live_beams")
+R2GEN_END_PENALTY = 1000.0   # R2Gen's ``beam_logprobs_sum[b, is_end] -= 1000``
 
-  Returns (best tokens (B, max_len), best scores (B,), all finished (B, beam, max_len), their scores).
-  At ``beam == 1`` this is greedy decoding, as R2Gen's sampler at beam size 1 (a width-1 search that
-  also kept EOS candidates could return a finished hypothesis that is not the argmax path).
+
+def beam_search(step_fn: StepFn, state, batch: int, beam: int, max_len: int, policy: str = "r2gen"):
+  """Beam search. ``state`` must already be tiled to ``batch * beam`` (``tile_beams``).
+
+  ``policy`` picks the rule that fills the beam at each step:
+
+  * ``'r2gen'`` (default): R2Gen's ``beam_step`` (``modules/caption_model.py``). The ``beam`` best of all
+    ``beam x vocab`` continuations are kept, EOS included; a kept EOS finishes that hypothesis (it joins
+    the finished list with its score) and still holds its slot for the step, its score lowered by 1000 so
+    that its continuations only fill slots no live hypothesis wants.
+  * ``'live_beams'``: every EOS among the best ``2 x beam`` continuations finishes, and the ``beam`` best
+    non-EOS continuations stay live (flax WMT's rule). It returns shorter, higher-scoring reports than
+    R2Gen's, sometimes empty ones.
+
+  Returns (best tokens (B, max_len), best scores (B,), the ``beam`` best finished (B, beam, max_len), their
+  scores). At ``beam == 1`` this is greedy decoding, as R2Gen's sampler at beam size 1.
   """
+  if policy not in POLICIES:
+    raise ValueError(f"Unknown beam search policy {policy!r}; choose from {POLICIES}.")
   if beam == 1:
     tokens, scores = greedy(step_fn, state, batch, max_len)
     return tokens, scores, tokens[:, None], scores[:, None]
@@ -70,6 +85,7 @@ def beam_search(step_fn: StepFn, state, batch: int, beam: int, max_len: int):
   live_scores = jnp.tile(jnp.array([0.0] + [NEG_INF] * (beam - 1)), (batch, 1))
   fin_seqs = jnp.zeros((batch, beam, max_len), jnp.int32)
   fin_scores = jnp.full((batch, beam), NEG_INF)
+  width = beam if policy == "r2gen" else 2 * beam
 
   def cond(carry):
     t, _, live_scores, _, fin_scores, _ = carry
@@ -83,22 +99,23 @@ def beam_search(step_fn: StepFn, state, batch: int, beam: int, max_len: int):
     logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32)).reshape(batch, beam, -1)
     vocab = logp.shape[-1]
     cand = (live_scores[..., None] + logp).reshape(batch, beam * vocab)
-    top_scores, top_idx = jax.lax.top_k(cand, 2 * beam)               # enough to keep `beam` non-EOS
+    top_scores, top_idx = jax.lax.top_k(cand, width)
     src_beam, token = top_idx // vocab, (top_idx % vocab).astype(jnp.int32)
     seqs = jnp.take_along_axis(live_seqs, src_beam[..., None], axis=1).at[:, :, t].set(token)
-    is_eos = token == EOS
-    last = t == max_len - 1
-    # Finished: the EOS candidates, and at the last step every candidate.
-    new_fin = jnp.where(is_eos | last, top_scores, NEG_INF)
-    all_scores = jnp.concatenate([fin_scores, new_fin], axis=1)
+    ended = (token == EOS) | (t == max_len - 1)
+    # Finished: the candidates that end (EOS, or any at the last step), merged into the best `beam` so
+    # far; earlier ones first, so that ties go to the earlier hypothesis as in R2Gen's stable sort.
+    all_scores = jnp.concatenate([fin_scores, jnp.where(ended, top_scores, NEG_INF)], axis=1)
     all_seqs = jnp.concatenate([fin_seqs, seqs], axis=1)
     fin_scores, keep = jax.lax.top_k(all_scores, beam)
     fin_seqs = jnp.take_along_axis(all_seqs, keep[..., None], axis=1)
-    # Live: the best `beam` candidates that did not end.
-    alive = jnp.where(is_eos, NEG_INF, top_scores)
-    live_scores, keep = jax.lax.top_k(alive, beam)
-    live_seqs = jnp.take_along_axis(seqs, keep[..., None], axis=1)
-    origin = jnp.take_along_axis(src_beam, keep, axis=1)              # (B, beam) beam of origin
+    if policy == "r2gen":
+      live_scores = top_scores - R2GEN_END_PENALTY * ended
+      live_seqs, origin = seqs, src_beam
+    else:
+      live_scores, keep = jax.lax.top_k(jnp.where(token == EOS, NEG_INF, top_scores), beam)
+      live_seqs = jnp.take_along_axis(seqs, keep[..., None], axis=1)
+      origin = jnp.take_along_axis(src_beam, keep, axis=1)            # (B, beam) beam of origin
     flat = (origin + jnp.arange(batch)[:, None] * beam).reshape(bk)
     st = _map_batch(lambda x: x[flat], st, bk)
     return t + 1, live_seqs, live_scores, fin_seqs, fin_scores, st
@@ -130,7 +147,7 @@ def init_cache(model, variables, memory, memory_mask, max_len: int):
   return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def generate_reports(model, variables, images, *, beam: int = 3, max_len: int = 60):
+def generate_reports(model, variables, images, *, beam: int = 3, max_len: int = 60, policy: str = "r2gen"):
   """Encodes the images once, then decodes reports. Returns (tokens (B, max_len), encoder outputs)."""
   from jpg_jax.models import jpg as jpg_lib
   memory, memory_mask, out = model.apply(variables, images, False, method=jpg_lib.JPG.encode)
@@ -139,7 +156,7 @@ def generate_reports(model, variables, images, *, beam: int = 3, max_len: int = 
     memory, memory_mask = tile_beams((memory, memory_mask), beam)
   cache = init_cache(model, variables, memory, memory_mask, max_len)
   step = report_step_fn(model, variables, memory, memory_mask)
-  tokens, _, _, _ = beam_search(step, cache, batch, beam, max_len)
+  tokens, _, _, _ = beam_search(step, cache, batch, beam, max_len, policy)
   return tokens, out
 
 

@@ -62,6 +62,15 @@ def caption_scores(references: Sequence[str], predictions: Sequence[str], with_m
   return (scores, per) if per_report else scores
 
 
+def output_statistics(predictions: Sequence[str]) -> dict:
+  """What a model writes: distinct reports, mean length in tokens, share of empty reports. A model that
+  writes one report for every image has learnt nothing, whatever its BLEU."""
+  lengths = [len(p.split()) for p in predictions]
+  return {"distinct_reports": len(set(predictions)),
+          "mean_length": float(np.mean(lengths)) if lengths else 0.0,
+          "empty_share": float(np.mean([n == 0 for n in lengths])) if lengths else 0.0}
+
+
 # ------------------------------------------------------------------------------------------ labels
 @dataclasses.dataclass(frozen=True)
 class LabelScores:
@@ -69,6 +78,7 @@ class LabelScores:
   micro_precision: float
   micro_recall: float
   per_label: dict   # label -> {"precision", "recall", "f1", "support"}
+  macro_f1: float = 0.0   # mean F1 over the labels with support (a constant predictor scores ~1/K)
 
 
 def _prf(tp, fp, fn):
@@ -78,7 +88,8 @@ def _prf(tp, fp, fn):
 
 
 def label_scores(truth: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> LabelScores:
-  """Micro-averaged and per-label precision / recall / F1 of multi-hot (N, K) arrays (Sec. 4.3)."""
+  """Micro-averaged (Sec. 4.3), macro-averaged and per-label precision / recall / F1 of multi-hot (N, K)
+  arrays."""
   truth, predicted = np.asarray(truth, bool), np.asarray(predicted, bool)
   tp = (truth & predicted).sum(0)
   fp = (~truth & predicted).sum(0)
@@ -88,7 +99,8 @@ def label_scores(truth: np.ndarray, predicted: np.ndarray, names: Sequence[str])
   for k, name in enumerate(names):
     pk, rk, fk = _prf(int(tp[k]), int(fp[k]), int(fn[k]))
     per[name] = {"precision": pk, "recall": rk, "f1": fk, "support": int(truth[:, k].sum())}
-  return LabelScores(f, p, r, per)
+  supported = [v["f1"] for v in per.values() if v["support"]]
+  return LabelScores(f, p, r, per, float(np.mean(supported)) if supported else 0.0)
 
 
 # ------------------------------------------------------------------------------------------ significance

@@ -26,6 +26,7 @@ to a multiple of the global batch with masked copies so that no example is dropp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 from typing import Mapping, Sequence
 
@@ -119,7 +120,13 @@ def eval_view(png, image_size: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ targets
 @dataclasses.dataclass
 class Targets:
-  """Text and label targets of one example; ``assigned`` overrides a report's label (stage 2's mining)."""
+  """Text and label targets of one example.
+
+  The head's multi-hot target is always the report's own MeSH terms (``LabelSet.multi_hot``), so training
+  and evaluation score the same truth. The GRU's target sequence is ``assigned[id]`` where an assignment
+  is given (stage 1's full terms, stage 2's context-aware labels: ``jpg_jax/mining.py``; a report missing
+  from it has no GRU target), else the most specific label of the set that its terms match.
+  """
   vocab: text.Vocabulary
   max_seq_length: int = 60
   label_set: labels_lib.LabelSet | None = None
@@ -131,11 +138,12 @@ class Targets:
     out = {"report_ids": ids, "report_mask": mask}
     ls = self.label_set or labels_lib.LabelSet([])
     terms = split.mesh[index]
-    label = (self.assigned or {}).get(split.ids[index]) or ls.primary(terms)
+    if self.assigned is not None:
+      label = self.assigned.get(split.ids[index])
+    else:
+      label = ls.most_specific(terms)
     out["label_ids"], out["label_mask"] = ls.encode_sequence(label, self.label_steps)
     out["label_targets"] = ls.multi_hot(terms)
-    if label is not None and label in ls.index:
-      out["label_targets"][ls.index[label]] = 1.0
     return out
 
 
@@ -169,8 +177,28 @@ def _collate(examples: Sequence[dict]) -> dict:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
+def epoch_size(indices: Sequence[int], droppable: Sequence[int] = (), keep: float = 1.0) -> int:
+  """Examples per epoch when ``droppable`` examples are kept at the fraction ``keep``."""
+  drop = set(droppable)
+  rest = sum(1 for i in indices if i not in drop)
+  return rest + int(round(keep * (len(indices) - rest)))
+
+
+def epoch_order(indices: Sequence[int], droppable: Sequence[int], keep: float, seed: int,
+                epoch: int) -> np.ndarray:
+  """Epoch ``epoch``'s shuffled examples: every index not in ``droppable``, and a random ``keep``
+  fraction (a fixed count) of those that are, drawn anew each epoch from ``(seed, epoch)`` alone."""
+  drop = set(droppable)
+  rest = [i for i in indices if i not in drop]
+  pool = [i for i in indices if i in drop]
+  rng = np.random.default_rng([seed, epoch])
+  kept = rng.choice(pool, int(round(keep * len(pool))), replace=False) if pool else []
+  return rng.permutation(np.concatenate([np.asarray(rest, np.int64), np.asarray(kept, np.int64)]))
+
+
 def train_dataset(source, split: SplitIndex, targets: Targets, *, batch_size: int, seed: int,
                   image: ImageOptions = ImageOptions(), indices: Sequence[int] | None = None,
+                  droppable: Sequence[int] = (), keep: float = 1.0,
                   process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
   """Infinite, shuffled (new order each epoch) batches of ``batch_size`` examples for this host.
 
@@ -181,12 +209,16 @@ def train_dataset(source, split: SplitIndex, targets: Targets, *, batch_size: in
   alone. The global batch at step ``s`` is therefore the same for 1 host x 8 devices and 2 hosts x 4
   devices, and every host's iterator is at the same position (one ``get_state`` describes them all).
 
-  ``indices`` restricts training to some examples (stage 1: the simple-pattern reports).
+  ``indices`` restricts training to some examples (stage 1: the simple-pattern reports). With ``keep <
+  1``, each epoch holds only that fraction of the ``droppable`` examples, drawn anew per epoch
+  (``epoch_order``: stage 1's random dropout of normal cases, Sec. 3.4); the draw depends on the seed and
+  the epoch alone, so it is the same on every host.
   """
   indices = list(range(len(split))) if indices is None else list(indices)
   global_size = batch_size * process_count
-  if len(indices) < global_size:
-    raise ValueError(f"{len(indices)} training examples are fewer than the global batch {global_size}.")
+  size = epoch_size(indices, droppable, keep)
+  if size < global_size:
+    raise ValueError(f"{size} training examples an epoch are fewer than the global batch {global_size}.")
   example = _Example(source, split, targets, image)
   lo = process_index * batch_size
 
@@ -195,7 +227,12 @@ def train_dataset(source, split: SplitIndex, targets: Targets, *, batch_size: in
     return _collate([example(i, np.random.default_rng([seed, first + k]))
                      for k, i in enumerate(batch_indices[lo:lo + batch_size])])
 
-  order = grain.MapDataset.source(indices).seed(seed).shuffle().repeat(None)
+  if keep < 1.0 and droppable:
+    orders = functools.lru_cache(maxsize=4)(lambda e: epoch_order(indices, droppable, keep, seed, e))
+    order = grain.MapDataset.range(size).repeat(None).map_with_index(
+        lambda k, _: int(orders(k // size)[k % size]))
+  else:
+    order = grain.MapDataset.source(indices).seed(seed).shuffle().repeat(None)
   return order.batch(global_size, drop_remainder=True).map_with_index(load)
 
 

@@ -32,6 +32,7 @@ MAX_LABEL_TOKENS = 5
 NO_INDEXING = "no indexing"
 
 Label = tuple[str, ...]
+NORMAL: Label = ("normal",)
 
 _PUNCT = re.compile(r"[^a-z0-9 ]+")
 
@@ -83,6 +84,15 @@ def _is_prefix(prefix: Label, tokens: Label) -> bool:
   return len(prefix) <= len(tokens) and tokens[: len(prefix)] == prefix
 
 
+def agrees(label: Label, terms: Sequence[str]) -> bool:
+  """A (generated) label agrees with a report's MeSH terms when it is a prefix of one of them: the same
+  primary disease (first token), and every context token it names is that term's at the same place.
+  ``<calcified_granuloma lung upper_lobe>`` agrees with ``Calcified Granuloma/lung/upper lobe/right``;
+  ``<calcified_granuloma lung lower_lobe>`` and ``<opacity lung upper_lobe>`` do not."""
+  label = tuple(label)
+  return bool(label) and any(_is_prefix(label, mesh_term_to_tokens(t)) for t in terms if t.strip())
+
+
 class LabelSet:
   """Ordered context-aware labels (classifier classes) and the GRU's token vocabulary.
 
@@ -115,10 +125,11 @@ class LabelSet:
     out[self.matches(terms)] = 1.0
     return out
 
-  def primary(self, terms: Sequence[str]) -> Label | None:
-    """The sequence the GRU is taught for a report: its first matching label in the set's order."""
+  def most_specific(self, terms: Sequence[str]) -> Label | None:
+    """The longest label of the set that matches the terms (the first in the set's order among equally
+    long ones), or None: a report's ground-truth label in this set."""
     m = self.matches(terms)
-    return self.labels[m[0]] if m else None
+    return max((self.labels[i] for i in m), key=len) if m else None
 
   def encode_sequence(self, label: Label | None, max_steps: int = MAX_LABEL_TOKENS
                       ) -> tuple[np.ndarray, np.ndarray]:

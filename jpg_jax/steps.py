@@ -5,17 +5,17 @@ losses, one optimiser step, and the prediction functions the evaluations run (pu
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from jpg_jax import decode as decode_lib
 from jpg_jax import labels as labels_lib
+from jpg_jax import optim as optim_lib
 from jpg_jax import text
 from jpg_jax.models import jpg as jpg_lib
-
-# Stage 1 trains these top-level modules (extractor, alignment, labeler); the Transformer waits.
-STAGE1_MODULES = ("visual_extractor", "subspace", "att_embed", "labeler")
 
 
 # ============================================================================================ model + optimiser
@@ -26,42 +26,57 @@ def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet 
                              jnp.dtype(config.compute_dtype))
 
 
-def make_optimizer(config, params, steps_per_epoch: int, stage: int) -> optax.GradientTransformation:
-  """R2Gen's optimiser: value clipping, coupled L2, Adam(amsgrad) with a step decay per epoch; the
-  extractor at its own learning rate. ``optim.name='adagrad'`` is the paper's "initial accumulator 0.1"."""
+def stage_trains(path: tuple[str, ...], stage: int) -> bool:
+  """Whether ``stage`` trains the parameter at ``path`` (its module names, outermost first).
+
+  Stage 1 (``JPG.labels``) runs the extractor, the subspace's visual path and bases (W_x, B, W_b; Eqs. 4,
+  6-10) and the labeler; the subspace's textual projection W_y, ``att_embed`` (JPG-projection's head reads
+  the raw grids), the word embeddings and the Transformer get no gradient there, and PyTorch's Adam leaves
+  such parameters untouched (no weight decay either). Stage 2 trains everything. ``tests/test_optim.py``
+  checks this list against the gradients themselves.
+  """
+  if stage == 2:
+    return True
+  top = path[0]
+  if top == "subspace":
+    return path[1] != "w_y"
+  return top in ("visual_extractor", "labeler")
+
+
+def make_optimizer(config, params, steps_per_epoch: int, stage: int
+                   ) -> tuple[optax.GradientTransformation, Callable]:
+  """R2Gen's optimiser (``jpg_jax/optim.py``): ``clip_grad_value_``, then torch's Adam with coupled
+  weight decay and amsgrad in two parameter groups (the extractor at its own learning rate), StepLR per
+  epoch. ``optim.name='adagrad'`` is the paper's "initial accumulator value of 0.1" instead. Parameters
+  the stage does not train (``stage_trains``) and a frozen extractor get no update at all.
+
+  Returns the transformation and the learning-rate function of the main group (of the update count).
+  """
   o = config.optim
+  schedule = lambda lr: optim_lib.step_lr(lr, steps_per_epoch, o.lr_step_epochs, o.lr_gamma)
 
-  def schedule(lr):
-    return optax.exponential_decay(lr, max(o.lr_step_epochs * steps_per_epoch, 1), o.lr_gamma,
-                                   staircase=True)
-
-  def base(lr):
+  def group(lr):
     if o.name == "adam":
-      scale = optax.scale_by_amsgrad() if o.amsgrad else optax.scale_by_adam()
-    elif o.name == "adagrad":
-      scale = optax.scale_by_rss(initial_accumulator_value=o.adagrad_initial_accumulator)
-    else:
-      raise ValueError(f"Unknown optimiser {o.name!r}.")
-    return optax.chain(optax.add_decayed_weights(o.weight_decay), scale,
-                       optax.scale_by_learning_rate(schedule(lr)))
+      return optim_lib.torch_adam(schedule(lr), weight_decay=o.weight_decay, amsgrad=o.amsgrad)
+    if o.name == "adagrad":
+      return optax.chain(optax.add_decayed_weights(o.weight_decay),
+                         optax.scale_by_rss(initial_accumulator_value=o.adagrad_initial_accumulator),
+                         optax.scale_by_learning_rate(schedule(lr)))
+    raise ValueError(f"Unknown optimiser {o.name!r}.")
 
   def label(path, _):
-    top = path[0].key
-    if stage == 1 and top not in STAGE1_MODULES:
+    names = tuple(getattr(k, "key", str(k)) for k in path)
+    if not stage_trains(names, stage):
       return "frozen"
-    if top == "visual_extractor":
+    if names[0] == "visual_extractor":
       return "frozen" if config.model.frozen_extractor else "extractor"
     return "rest"
 
   labels = jax.tree_util.tree_map_with_path(label, params)
-  tx = optax.multi_transform({"extractor": base(o.extractor_learning_rate), "rest": base(o.learning_rate),
+  tx = optax.multi_transform({"extractor": group(o.extractor_learning_rate), "rest": group(o.learning_rate),
                               "frozen": optax.set_to_zero()}, labels)
-  return optax.chain(optax.clip(o.grad_clip_value), tx) if o.grad_clip_value else tx
-
-
-def learning_rate(config, steps_per_epoch: int, step: int) -> float:
-  o = config.optim
-  return o.learning_rate * o.lr_gamma ** (step // max(o.lr_step_epochs * steps_per_epoch, 1))
+  tx = optax.chain(optax.clip(o.grad_clip_value), tx) if o.grad_clip_value else tx
+  return tx, schedule(o.learning_rate)
 
 
 # ============================================================================================ losses
@@ -118,9 +133,10 @@ def train_step(state: dict, batch: dict, *, model, optimizer, config, stage: int
   return new_state, terms
 
 
-def predict_reports(variables, images, *, model, beam: int, max_len: int):
+def predict_reports(variables, images, *, model, beam: int, max_len: int, policy: str = "r2gen"):
   """Test-time outputs: report tokens (beam search) and, with a labeler, label logits and tokens."""
-  tokens, out = decode_lib.generate_reports(model, variables, images, beam=beam, max_len=max_len)
+  tokens, out = decode_lib.generate_reports(model, variables, images, beam=beam, max_len=max_len,
+                                            policy=policy)
   result = {"tokens": tokens}
   for k in ("label_class_logits", "label_tokens"):
     if k in out:

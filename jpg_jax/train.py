@@ -3,18 +3,21 @@
 ``train_and_evaluate(config, workdir)`` reads top to bottom:
 
 1. data: the config's TFDS dataset, R2Gen's vocabulary over the train split (``DIR/vocab.json``);
-2. stage 1 ("mining and pre-training on single labels"): the extractor, subspace, head and GRU learn the
-   reports whose MeSH terms reduce to one of the 17 simple patterns; the head's classes are the patterns,
-   the GRU's target is the report's full term (its context: ``calcified_granuloma lung upper_lobe right``);
-   selection on the validation labels' log-likelihood (accuracy and micro-F1 are logged);
+2. stage 1 ("mining and pre-training on single labels"): the extractor, the subspace's visual path, head
+   and GRU learn the reports whose MeSH terms reduce to one of the 17 simple patterns, normal cases kept
+   at ``labels.normal_keep`` an epoch; the head's classes are the patterns, the GRU's target is the
+   report's full term (its context: ``calcified_granuloma lung upper_lobe right``); selection on
+   ``train.stage1_select_metric`` (the GRU's pattern macro-F1, which "always normal" cannot win);
 3. mining: the best stage-1 model labels every training report; the ``num_mined`` (57) most frequent
-   generated sequences become the context-aware label set (``DIR/labels/mined.txt`` with counts);
+   generated labels that agree with their report's terms become the context-aware label set
+   (``DIR/labels/mined.txt`` with counts; ``jpg_jax/mining.py``);
 4. stage 2 ("re-training on context-aware labels" + report generation, jointly): every parameter,
    initialised from stage 1; selection on validation BLEU-4 only (R2Gen selects with the test set in view;
    we do not);
 5. test: the best stage-2 checkpoint decodes the test split (beam 3); ``DIR/results/test_metrics.json``
    holds the coco-caption metrics, the label micro-F1 and the most-frequent-report baseline;
-   ``test_reports.jsonl`` one line a report.
+   ``test_reports.jsonl`` one line a report; also the extractor's source, the mining summary and the
+   reports' statistics (distinct, mean length, empty share).
 
 BASE has no labeler: stage 1 and mining are skipped. Every hot function is jit-compiled once, data
 parallel over all devices of all hosts (``parallel.py``), the train step donating its state.
@@ -40,6 +43,7 @@ from jpg_jax import evaluate as evaluate_lib
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import metric_writers
+from jpg_jax import mining as mining_lib
 from jpg_jax import parallel
 from jpg_jax import steps
 from jpg_jax import text
@@ -75,33 +79,6 @@ def load_data(config) -> Data:
 def image_options(config, train: bool) -> ip.ImageOptions:
   d = config.dataset
   return ip.ImageOptions(d.image_size, d.resize_size, d.random_flip and train)
-
-
-# ============================================================================================ stage-1 labels
-def stage1_labels(config, index: ip.SplitIndex):
-  """Patterns (the head's classes), the reports that have one, and each report's full-term target."""
-  patterns, kept, counts = labels_lib.select_simple_patterns(
-      index.mesh, config.labels.num_patterns, config.labels.pattern_depth)
-  keep = set(patterns)
-  assigned = {}
-  for i, terms in enumerate(index.mesh):
-    seqs = [labels_lib.mesh_term_to_tokens(t, config.labels.max_steps) for t in terms]
-    match = [s for s in seqs if s[: config.labels.pattern_depth] in keep]
-    if match:   # The most specific term of the report's pattern: the context to learn.
-      assigned[index.ids[i]] = max(match, key=len)
-  tokens = sorted({t for s in assigned.values() for t in s})
-  return labels_lib.LabelSet(patterns, counts, tokens), kept, assigned
-
-
-def stage1_eval_assigned(config, index: ip.SplitIndex, label_set: labels_lib.LabelSet):
-  """Validation targets of stage 1: the same rule as for training, on another split."""
-  assigned = {}
-  for i, terms in enumerate(index.mesh):
-    pattern = labels_lib.simple_pattern(terms, config.labels.pattern_depth)
-    if pattern in label_set.index:
-      seqs = [labels_lib.mesh_term_to_tokens(t, config.labels.max_steps) for t in terms]
-      assigned[index.ids[i]] = max((s for s in seqs if s[: len(pattern)] == pattern), key=len)
-  return assigned
 
 
 def config_fingerprint(config) -> str:
@@ -244,6 +221,9 @@ class Stage:
   num_steps: int
   steps_per_epoch: int
   select_metric: str     # validation metric for the best checkpoint
+  learning_rate: object = None   # the main group's learning rate as a function of the step (for logs)
+  droppable: tuple = ()          # train positions kept at the fraction `keep` each epoch (stage 1's normals)
+  keep: float = 1.0
 
 
 def _gather(x):
@@ -319,7 +299,7 @@ class Trainer:
     ds = ip.train_dataset(self.data.sources["train"], self.data.index["train"], stage.targets,
                           batch_size=self.local_batch, seed=self.config.seed + stage.number,
                           image=image_options(self.config, True), indices=stage.train_indices,
-                          process_index=jax.process_index(), process_count=jax.process_count())
+                          droppable=stage.droppable, keep=stage.keep, process_index=jax.process_index(), process_count=jax.process_count())
     return ip.to_iter(ds, self.config.dataset.worker_count)
 
   def eval_batches(self, split: str, targets: ip.Targets):
@@ -385,8 +365,7 @@ class Trainer:
             raise FloatingPointError(
                 f"Stage {stage.number}: non-finite loss at step {step} ({means}); the last good checkpoint "
                 f"is step {ckpt.latest_step()} in {self.workdir / f'stage{stage.number}'}.")
-          means[f"stage{stage.number}/learning_rate"] = steps.learning_rate(self.config, stage.steps_per_epoch,
-                                                                      step)
+          means[f"stage{stage.number}/learning_rate"] = float(stage.learning_rate(step - 1))
           self.writer.write_scalars(step, means)
           self.log_history(step, means)
           sums, count = None, 0
@@ -417,8 +396,7 @@ def variables_of(state) -> dict:
 
 
 def label_f1(pred_logits: np.ndarray, truth: np.ndarray, label_set) -> evaluate_lib.LabelScores:
-  names = ["<" + " ".join(l) + ">" for l in label_set.labels]
-  return evaluate_lib.label_scores(truth > 0, pred_logits > 0, names)
+  return evaluate_lib.label_scores(truth > 0, pred_logits > 0, patterns_names(label_set))
 
 
 def report_results(trainer: Trainer, state, model, split: str, targets: ip.Targets, label_set,
@@ -426,7 +404,8 @@ def report_results(trainer: Trainer, state, model, split: str, targets: ip.Targe
   """Decodes ``split`` and scores it. Returns (metrics dict, per-report rows)."""
   cfg = trainer.config
   fn = jax.jit(lambda v, b: steps.predict_reports(v, b["images"], model=model, beam=cfg.train.beam_size,
-                                            max_len=cfg.dataset.max_seq_length))
+                                                  max_len=cfg.dataset.max_seq_length,
+                                                  policy=cfg.decode.policy))
   out = trainer.run_predictions(fn, variables_of(state), split, targets)
   index = trainer.data.index[split]
   vocab = trainer.data.vocab
@@ -434,13 +413,14 @@ def report_results(trainer: Trainer, state, model, split: str, targets: ip.Targe
   references = [vocab.reference(index.reports[i], cfg.dataset.max_seq_length)
                 for i in out["index"]]
   scores, each = evaluate_lib.caption_scores(references, predictions, with_meteor, per_report=True)
-  metrics = dict(scores)
+  metrics = dict(scores, **evaluate_lib.output_statistics(predictions))
   rows = []
   truth = None
   if label_set is not None and "label_class_logits" in out:
     truth = np.stack([label_set.multi_hot(index.mesh[i]) for i in out["index"]])
     f1 = label_f1(out["label_class_logits"], truth, label_set)
     metrics["label_micro_f1"] = f1.micro_f1
+    metrics["label_macro_f1"] = f1.macro_f1
     metrics["label_per_label"] = f1.per_label
   if per_report:
     for k, i in enumerate(out["index"]):
@@ -460,6 +440,7 @@ def train_and_evaluate(config, workdir: str, mesh=None, stop_at_step: tuple[int,
   """The whole method. ``stop_at_step=(stage, step)`` stops there with a checkpoint, as SIGTERM does."""
   workdir = epath.Path(workdir)
   check_workdir_config(config, workdir)
+  warn_random_extractor(config)
   trainer = Trainer(config, str(workdir), mesh, stop_at_step)
   trainer.data = data = load_data(config)
   if jax.process_index() == 0:
@@ -471,59 +452,83 @@ def train_and_evaluate(config, workdir: str, mesh=None, stop_at_step: tuple[int,
   d, t = config.dataset, config.train
 
   # ---------------------------------------------------------------- stage 1 + mining
-  label_set, assigned, stage1_state = None, None, None
+  label_set, assigned, stage1_state, mining = None, None, None, None
   if config.model.use_labeler:
-    patterns, kept, stage1_assigned = stage1_labels(config, data.index["train"])
+    train_index, depth = data.index["train"], config.labels.pattern_depth
+    patterns, kept, stage1_assigned = mining_lib.stage1_labels(config, train_index)
     if jax.process_index() == 0:
       (workdir / "labels").mkdir(parents=True, exist_ok=True)
       patterns.save(workdir / "labels" / "stage1_patterns.json")
     targets1 = ip.Targets(data.vocab, d.max_seq_length, patterns, config.labels.max_steps, stage1_assigned)
+    val_index = data.index["val"]
     val_targets1 = ip.Targets(data.vocab, d.max_seq_length, patterns, config.labels.max_steps,
-                              stage1_eval_assigned(config, data.index["val"], patterns))
+                              mining_lib.stage1_assigned(config, val_index, patterns))
+    normals = tuple(mining_lib.normal_cases(train_index, kept, depth))
+    epoch1 = ip.epoch_size(kept, normals, config.labels.normal_keep)
+    logging.info("Stage 1: %d reports, %d of them normal, kept at %.2f an epoch: %d reports an epoch.",
+                 len(kept), len(normals), config.labels.normal_keep, epoch1)
     model1 = steps.create_model(config, data.vocab, patterns)
-    spe1 = max(len(kept) // trainer.global_batch, 1)
-    opt1 = steps.make_optimizer(config, trainer.param_shapes(model1), spe1, 1)
+    spe1 = max(epoch1 // trainer.global_batch, 1)
+    opt1, lr1 = steps.make_optimizer(config, trainer.param_shapes(model1), spe1, 1)
     state = trainer.load_resnet(trainer.init_state(model1, opt1, config.seed))
     label_fn = jax.jit(functools.partial(steps.score_labels, model=model1, beam=config.labels.mining_beam))
 
     def evaluate1(st):
-      """Validation label log-likelihood (for selection), sequence accuracy and the head's micro-F1."""
+      """Validation of stage 1: the label log-likelihood, sequence accuracy, the head's micro- and
+      macro-F1, and the GRU's pattern (the prefix of its generated label) per pattern and macro-F1."""
       out = trainer.run_predictions(label_fn, variables_of(st), "val", val_targets1)
-      val = data.index["val"]
-      truth = np.stack([patterns.multi_hot(val.mesh[i]) for i in out["index"]])
-      target = [val_targets1.assigned.get(val.ids[i]) for i in out["index"]]
-      hits = [patterns.decode_sequence(tok) == t for tok, t in zip(out["label_tokens"], target) if t]
-      return {"label_log_likelihood": -float(out["label_nll"].sum() / max(out["label_count"].sum(), 1)),
-              "label_accuracy": float(np.mean(hits)) if hits else 0.0,
-              "label_micro_f1": label_f1(out["label_class_logits"], truth, patterns).micro_f1}
+      truth = np.stack([patterns.multi_hot(val_index.mesh[i]) for i in out["index"]])
+      target = [val_targets1.assigned.get(val_index.ids[i]) for i in out["index"]]
+      generated = [patterns.decode_sequence(tok) for tok in out["label_tokens"]]
+      hits = [g == t for g, t in zip(generated, target) if t]
+      head = label_f1(out["label_class_logits"], truth, patterns)
+      has = np.array([t is not None for t in target])
+      gru = evaluate_lib.label_scores(truth[has], np.stack([pattern_one_hot(g, patterns) for g in generated])[has],
+                                      patterns_names(patterns))
+      metrics = {"label_log_likelihood": -float(out["label_nll"].sum() / max(out["label_count"].sum(), 1)),
+                 "label_accuracy": float(np.mean(hits)) if hits else 0.0,
+                 "label_micro_f1": head.micro_f1, "label_macro_f1": head.macro_f1,
+                 "pattern_macro_f1": gru.macro_f1, "pattern_micro_f1": gru.micro_f1}
+      metrics.update({f"recall/{name}": v["recall"] for name, v in gru.per_label.items() if v["support"]})
+      return metrics
 
-    stage1 = Stage(1, model1, targets1, kept, int(t.stage1_epochs * spe1), spe1, "label_log_likelihood")
+    stage1 = Stage(1, model1, targets1, kept, int(t.stage1_epochs * spe1), spe1, t.stage1_select_metric,
+                   lr1, normals, config.labels.normal_keep)
     meta = {"stage": 1, "config_fingerprint": fingerprint, "vocabulary": json.loads(data.vocab.to_json()),
             "label_set": json.loads(patterns.to_json())}
     stage1_state, _ = trainer.run_stage(stage1, state, opt1, evaluate1, meta)
 
     # Mining: the stage-1 model labels every training report.
     mine_fn = jax.jit(lambda v, b: steps.predict_labels(v, b["images"], model=model1,
-                                                  beam=config.labels.mining_beam))
+                                                        beam=config.labels.mining_beam))
     out = trainer.run_predictions(mine_fn, variables_of(stage1_state), "train", targets1)
-    generated = {data.index["train"].ids[i]: patterns.decode_sequence(tok)
+    generated = {train_index.ids[i]: patterns.decode_sequence(tok)
                  for i, tok in zip(out["index"], out["label_tokens"])}
-    label_set, assigned = mine_labels(generated, config.labels.num_mined, patterns)
+    terms = dict(zip(train_index.ids, train_index.mesh))
+    label_set = mining_lib.mine_labels(generated, terms, config.labels.num_mined, patterns)
+    mining = mining_lib.mining_summary(generated, terms, label_set, config.labels.min_mined)
+    if not len(label_set):   # nothing agreed: stage 2 learns the stage-1 patterns instead
+      label_set = patterns
+      mining["warning"] += " No label was mined: stage 2's label set is the stage-1 patterns."
+    assigned = mining_lib.stage2_assigned(train_index, generated, label_set, patterns)
     if jax.process_index() == 0:
       label_set.save(workdir / "labels" / "mined.json")
       (workdir / "labels" / "mined.txt").write_text(
-          f"# {len(label_set)} context-aware labels mined from {len(generated)} training reports "
-          f"(count, label)\n" + label_set.describe() + "\n")
+          f"# {len(label_set)} context-aware labels mined from {len(generated)} training reports, "
+          f"{mining['agreeing']} of whose generated labels agree with their MeSH terms (count, label)\n"
+          + label_set.describe() + "\n")
     logging.info("Mined %d context-aware labels:\n%s", len(label_set), label_set.describe())
+    if "warning" in mining:
+      logging.warning("%s", mining["warning"])
 
   # ---------------------------------------------------------------- stage 2
   targets2 = ip.Targets(data.vocab, d.max_seq_length, label_set, config.labels.max_steps, assigned)
   eval_targets2 = ip.Targets(data.vocab, d.max_seq_length, label_set, config.labels.max_steps)
   model2 = steps.create_model(config, data.vocab, label_set)
-  opt2 = steps.make_optimizer(config, trainer.param_shapes(model2), steps_per_epoch, 2)
+  opt2, lr2 = steps.make_optimizer(config, trainer.param_shapes(model2), steps_per_epoch, 2)
   state = trainer.init_state(model2, opt2, config.seed + 1)
-  state = trainer.load_resnet(state) if stage1_state is None else carry_over(state, stage1_state, opt2,
-                                                                             trainer.mesh)
+  state = trainer.load_resnet(state) if stage1_state is None else mining_lib.carry_over(
+      state, stage1_state, opt2, trainer.mesh)
 
   def evaluate2(st):
     metrics, _ = report_results(trainer, st, model2, "val", eval_targets2, label_set, t.val_meteor)
@@ -531,50 +536,52 @@ def train_and_evaluate(config, workdir: str, mesh=None, stop_at_step: tuple[int,
     return metrics
 
   stage2 = Stage(2, model2, targets2, None, int(t.stage2_epochs * steps_per_epoch), steps_per_epoch,
-                 "BLEU_4")
+                 t.stage2_select_metric, lr2)
   meta = {"stage": 2, "config_fingerprint": fingerprint, "vocabulary": json.loads(data.vocab.to_json()),
           "label_set": json.loads(label_set.to_json()) if label_set else None}
   best_state, best_step = trainer.run_stage(stage2, state, opt2, evaluate2, meta)
 
   # ---------------------------------------------------------------- test
-  return write_test_results(trainer, best_state, best_step, model2, eval_targets2, label_set)
+  extra = {"extractor": extractor_source(config)}
+  if mining is not None:
+    extra["mining"] = mining
+  return write_test_results(trainer, best_state, best_step, model2, eval_targets2, label_set, extra)
 
 
-def carry_over(state2, state1, optimizer, mesh):
-  """Stage 2 starts from stage 1's parameters wherever the shapes agree (the head's class layer, sized
-  by the label set, starts afresh); the optimiser state is new."""
-  p1 = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(state1["params"])[0]}
-  b1 = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(state1["batch_stats"])[0]}
-  fresh = []
-
-  def take(source, path, value):
-    k = jax.tree_util.keystr(path)
-    if k in source and source[k].shape == value.shape:
-      return source[k]
-    fresh.append(k)
-    return value
-
-  params = jax.tree_util.tree_map_with_path(lambda p, v: take(p1, p, v), state2["params"])
-  batch_stats = jax.tree_util.tree_map_with_path(lambda p, v: take(b1, p, v), state2["batch_stats"])
-  logging.info("Stage 2 starts from stage 1's parameters except %s.", fresh)
-  new = dict(state2, params=params, batch_stats=batch_stats, opt_state=optimizer.init(params))
-  return jax.device_put(new, parallel.replicated(mesh))
+def extractor_source(config) -> str:
+  """Where the visual extractor's weights came from (recorded in ``results/``)."""
+  return config.resnet_checkpoint or "random init"
 
 
-def mine_labels(generated: dict, num_mined: int, patterns: labels_lib.LabelSet):
-  """The ``num_mined`` most frequent non-empty generated sequences, and each report's one if kept."""
-  counts: dict = {}
-  for seq in generated.values():
-    if seq:
-      counts[seq] = counts.get(seq, 0) + 1
-  ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:num_mined]
-  tokens = [patterns.vocab.idx2token[i] for i in range(1, len(patterns.vocab) + 1)]
-  label_set = labels_lib.LabelSet([l for l, _ in ranked], dict(ranked), tokens)
-  assigned = {k: v for k, v in generated.items() if v in label_set.index}
-  return label_set, assigned
+def warn_random_extractor(config) -> None:
+  """The paper's extractor is ImageNet-pretrained (Sec. 4.4); training it from scratch is said loudly,
+  except on the synthetic data, whose configs train a small ResNet from scratch on purpose."""
+  if config.resnet_checkpoint or config.model.cached_features:
+    return
+  message = (f"The visual extractor (ResNet-{config.model.resnet_depth}) starts from a random init; the "
+             f"paper uses ImageNet weights (Sec. 4.4): convert them with jpg_jax.tools.convert_resnet and "
+             f"set --config.resnet_checkpoint.")
+  if config.dataset.name.startswith("synthetic_cxr"):
+    logging.info("%s", message)
+  else:
+    logging.warning("%s", message)
 
 
-def write_test_results(trainer: Trainer, state, step, model, targets, label_set) -> dict:
+def pattern_one_hot(generated: tuple, patterns: labels_lib.LabelSet) -> np.ndarray:
+  """The pattern a generated stage-1 label names: the longest pattern that is a prefix of it."""
+  out = np.zeros((len(patterns),), np.float32)
+  match = [i for i, p in enumerate(patterns.labels) if generated[: len(p)] == p]
+  if match:
+    out[max(match, key=lambda i: len(patterns.labels[i]))] = 1.0
+  return out
+
+
+def patterns_names(label_set: labels_lib.LabelSet) -> list[str]:
+  return ["<" + " ".join(l) + ">" for l in label_set.labels]
+
+
+def write_test_results(trainer: Trainer, state, step, model, targets, label_set, extra: dict | None = None
+                       ) -> dict:
   config, data = trainer.config, trainer.data
   metrics, rows = report_results(trainer, state, model, "test", targets, label_set, with_meteor=True,
                                  per_report=True)
@@ -583,8 +590,12 @@ def write_test_results(trainer: Trainer, state, step, model, targets, label_set)
                 for r in data.index["train"].reports]
   metrics["baseline_most_frequent"] = evaluate_lib.baseline_scores(train_refs, references)
   metrics["baseline_most_frequent"]["report"] = evaluate_lib.most_frequent_report(train_refs)
+  metrics["baseline_most_frequent"].update(evaluate_lib.output_statistics(
+      [metrics["baseline_most_frequent"]["report"]] * len(references)))
   metrics["checkpoint_step"] = int(step)
   metrics["num_reports"] = len(rows)
+  metrics["decode_policy"] = config.decode.policy
+  metrics.update(extra or {})
   if jax.process_index() == 0:
     results = trainer.workdir / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -610,11 +621,11 @@ def restore_for_inference(config, workdir: str):
   if config.model.use_labeler:
     label_set = labels_lib.LabelSet.load(workdir / "labels" / "mined.json")
   model = steps.create_model(config, vocab, label_set)
-  optimizer = steps.make_optimizer(config, trainer.param_shapes(model), 1, 2)
+  optimizer, _ = steps.make_optimizer(config, trainer.param_shapes(model), 1, 2)
   abstract = jax.eval_shape(lambda: trainer.init_state(model, optimizer, 0))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                          sharding=parallel.replicated(trainer.mesh)), abstract)
-  ckpt = StageCheckpoints(workdir / "stage2", config.train.keep_checkpoints, "BLEU_4")
+  ckpt = StageCheckpoints(workdir / "stage2", config.train.keep_checkpoints, config.train.stage2_select_metric)
   step = ckpt.best_step()
   if step is None:
     raise FileNotFoundError(f"No stage-2 checkpoint in {workdir / 'stage2'}.")
@@ -659,6 +670,7 @@ def predict_views(config, workdir: str, views, output_dir: str | None = None,
   images = jnp.asarray(images[None])
   variables = variables_of(state)
   out = jax.jit(functools.partial(steps.predict_reports, model=model, beam=config.train.beam_size,
+                                  policy=config.decode.policy,
                                   max_len=config.dataset.max_seq_length))(variables, images)
   tokens = np.asarray(out["tokens"][0])
   report = vocab.decode(tokens)

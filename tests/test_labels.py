@@ -39,8 +39,12 @@ def test_label_set_targets_and_round_trip():
                        {("normal",): 5})
   terms = ["Cardiomegaly/mild", "Calcified Granuloma/lung/upper lobe/right"]
   np.testing.assert_array_equal(ls.multi_hot(terms), [0, 1, 1])
-  assert ls.primary(terms) == ("cardiomegaly",)
-  assert ls.primary(["Calcified Granuloma/lung/lower lobe"]) is None
+  assert ls.most_specific(terms) == ("calcified_granuloma", "lung", "upper_lobe")
+  assert ls.most_specific(["Cardiomegaly/mild"]) == ("cardiomegaly",)
+  assert ls.most_specific(["Calcified Granuloma/lung/lower lobe"]) is None
+  assert labels.agrees(("calcified_granuloma", "lung"), terms)
+  assert not labels.agrees(("calcified_granuloma", "lung", "lower_lobe"), terms)
+  assert not labels.agrees(("opacity", "lung"), terms) and not labels.agrees((), terms)
   ids, mask = ls.encode_sequence(("calcified_granuloma", "lung", "upper_lobe"))
   assert ids.shape == (6,) and mask.tolist() == [1, 1, 1, 1, 1, 0]
   assert ls.decode_sequence(ids[1:]) == ("calcified_granuloma", "lung", "upper_lobe")

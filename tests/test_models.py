@@ -213,3 +213,35 @@ def test_subspace_options_and_top_k(similarity):
   keep = np.argsort(scores)[-3:]
   w = np.exp(scores[keep] - scores[keep].max())
   np.testing.assert_allclose(rx[0, 0], (w / w.sum()) @ bases[keep], atol=1e-5)
+
+
+def test_head_batch_statistics_update_once_per_step():
+  """Stage 2's forward runs the classification head once: its running statistics move by one update."""
+  model = jpg_lib.JPG(**TINY)
+  variables = _variables("jpg")
+  images, reports, labels = _inputs()
+  _, updates = jax.jit(lambda v: model.apply(v, images, reports, labels, True, mutable=["batch_stats"],
+                                             rngs={"dropout": jax.random.key(3)}))(variables)
+
+  def head_once(m, images):
+    grids = m.extract(images, True)
+    return m.labeler.embed(m.label_input(grids, m.align_visual(grids, True)), True)
+
+  _, once = jax.jit(lambda v: model.apply(v, images, method=head_once, mutable=["batch_stats"],
+                                          rngs={"dropout": jax.random.key(3)}))(variables)
+  for a, b in zip(jax.tree.leaves(updates["batch_stats"]["labeler"]), jax.tree.leaves(once["batch_stats"]["labeler"])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_att_embed_drops_half_the_visual_features_as_r2gen():
+  """BASE / JPG-projection: R2Gen's att_embed = Linear, ReLU, Dropout(drop_prob_lm = 0.5)."""
+  from configs import jpg
+  assert jpg.get_config().model.visual_dropout == 0.5
+  model = jpg_lib.JPG(**TINY, **ABLATIONS["projection"])
+  grids = jnp.ones((8, 2, 4, 4, 512))
+  variables = _variables("projection")
+  train = model.apply(variables, grids, True, method=jpg_lib.JPG.align_visual, rngs={"dropout": jax.random.key(0)})
+  test = model.apply(variables, grids, False, method=jpg_lib.JPG.align_visual)
+  active = np.asarray(test) > 0
+  dropped = (np.asarray(train) == 0) & active
+  assert dropped.sum() / active.sum() == pytest.approx(0.5, abs=0.03)

@@ -144,3 +144,24 @@ def test_tiny_jpg_forward_matches():
   for key in ("label_class_logits", "label_token_logits", "logits"):
     e = _np(expected[key])
     np.testing.assert_allclose(got[key], e, atol=1e-4 * max(1.0, np.abs(e).max()), err_msg=key)
+
+
+@pytest.mark.parametrize("extractor_batch", ["per_view", "joint"])
+def test_extractor_batchnorm_per_view_as_r2gen(extractor_batch):
+  """Train mode: 'per_view' equals R2Gen's two extractor calls (features and running statistics, the
+  second view's update applied after the first's); 'joint' (one batch of both views) does not."""
+  torch.manual_seed(0)
+  net = ref.JPG(**TINY).train()
+  model = jpg_lib.JPG(**TINY, extractor_batch=extractor_batch)
+  images = torch.randn(3, 2, 3, 64, 64, generator=_gen(8))
+  images[:, 1] = images[:, 1] * 2.0 + 1.0   # the views' statistics differ, as frontal and lateral do
+  images_f = jnp.asarray(_np(images).transpose(0, 1, 3, 4, 2))
+  variables = convert_torch.torch_to_flax(net.state_dict(), _template(
+      model, images_f, jnp.zeros((3, 4), jnp.int32), jnp.zeros((3, 6), jnp.int32)))
+  expected = _np(net.extract(images))
+  got, updates = jax.jit(lambda v, x: model.apply(v, x, True, method=jpg_lib.JPG.extract,
+                                                   mutable=["batch_stats"]))(variables, images_f)
+  running = updates["batch_stats"]["visual_extractor"]["bn1"]["mean"]
+  same = (np.allclose(got, expected, atol=1e-4 * np.abs(expected).max())
+          and np.allclose(running, _np(net.visual_extractor.bn1.running_mean), atol=1e-5))
+  assert same == (extractor_batch == "per_view")

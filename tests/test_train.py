@@ -41,6 +41,11 @@ def test_results_files(run):
   for key in evaluate.CAPTION_KEYS + ("label_micro_f1",):
     assert key in saved and saved[key] == pytest.approx(metrics[key])
   assert set(evaluate.CAPTION_KEYS) <= set(saved["baseline_most_frequent"])
+  assert saved["extractor"] == "random init" and saved["decode_policy"] == "r2gen"
+  assert saved["baseline_most_frequent"]["distinct_reports"] == 1
+  assert 1 <= saved["distinct_reports"] <= 12 and 0.0 <= saved["empty_share"] <= 1.0
+  assert saved["mean_length"] > 0 or saved["empty_share"] == 1.0
+  assert {"generated", "agreeing", "mined"} <= set(saved["mining"]) and saved["mining"]["generated"] == 48
   rows = [json.loads(l) for l in (workdir / "results" / "test_reports.jsonl").read_text().splitlines()]
   assert len(rows) == 12 == saved["num_reports"]
   assert {"id", "reference", "prediction", "predicted_labels", "true_labels", "scores"} <= set(rows[0])

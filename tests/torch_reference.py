@@ -304,10 +304,14 @@ class JPG(nn.Module):
     self.logit = nn.Linear(d_model, vocab_size)
     self.d_model = d_model
 
+  def extract(self, images):
+    """R2Gen's ``forward_iu_xray``: the extractor once per view (BatchNorm statistics per view)."""
+    grids = torch.stack([self.visual_extractor(images[:, k]) for k in range(images.shape[1])], 1)
+    return grids.permute(0, 1, 3, 4, 2)                                       # (B, V, h, w, C)
+
   def encode(self, images, label_ids=None):
     b, v = images.shape[:2]
-    grids = self.visual_extractor(images.flatten(0, 1))                      # (B*V, C, h, w)
-    grids = grids.reshape(b, v, *grids.shape[1:]).permute(0, 1, 3, 4, 2)     # (B, V, h, w, C)
+    grids = self.extract(images)
     aligned = self.subspace.align_visual(grids)
     head_in = aligned.permute(0, 1, 4, 2, 3)                                  # (B, V, d, h, w)
     out = {}
@@ -333,3 +337,80 @@ class JPG(nn.Module):
     memory, mask, out = self.encode(images, label_ids)
     out["logits"] = self.decode(report_ids[:, :-1], memory, mask)
     return out
+
+
+# ------------------------------------------------------------------------------------------ R2Gen's training
+# Transcribed from github.com/cuhksz-nlp/R2Gen: modules/optimizers.py (build_optimizer,
+# build_lr_scheduler), modules/trainer.py (_train_epoch: backward, clip_grad_value_, step; the scheduler
+# steps once per epoch) and main.py's defaults (Adam, amsgrad, weight decay 5e-5, StepLR(50, 0.1)).
+def r2gen_build_optimizer(visual_extractor_params, other_params, lr_ve=5e-5, lr_ed=1e-4, weight_decay=5e-5,
+                          amsgrad=True):
+  return torch.optim.Adam([{"params": list(visual_extractor_params), "lr": lr_ve},
+                           {"params": list(other_params), "lr": lr_ed}],
+                          weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+def r2gen_build_lr_scheduler(optimizer, step_size=50, gamma=0.1):
+  return torch.optim.lr_scheduler.StepLR(optimizer, step_size, gamma)
+
+
+def r2gen_train_step(params, grads, optimizer, grad_clip=0.1):
+  """``loss.backward(); clip_grad_value_(model.parameters(), 0.1); optimizer.step()`` with given
+  gradients (a parameter whose gradient is None is skipped by Adam, as in PyTorch)."""
+  optimizer.zero_grad()
+  for p, g in zip(params, grads):
+    p.grad = None if g is None else g.clone()
+  torch.nn.utils.clip_grad_value_([p for p in params if p.grad is not None], grad_clip)
+  optimizer.step()
+
+
+# ------------------------------------------------------------------------------------------ R2Gen's beam search
+def r2gen_beam_search(init_logprobs, get_logprobs_state, init_state, beam_size, max_seq_length, eos_idx=0):
+  """``CaptionModel.beam_search`` of R2Gen's ``modules/caption_model.py`` with group_size 1 (no diversity
+  term), temperature 1, no decoding constraint and no length penalty (R2Gen's settings), transcribed.
+
+  ``init_logprobs`` (N, V): the first step's log-probs (R2Gen's ``_sample_beam`` runs the first step before
+  expanding to beams); ``get_logprobs_state(it (N*b,), state) -> (logits (N*b, V), state)``; ``state`` is a
+  list of tensors with the N*b axis at dim 1 (R2Gen's convention). Returns the done beams per example,
+  sorted by score: lists of dicts ``{'seq', 'p'}``.
+  """
+  batch_size = init_logprobs.shape[0]
+  beam_seq = torch.LongTensor(batch_size, beam_size, 0)
+  beam_logprobs_sum = torch.zeros(batch_size, beam_size)
+  done_beams = [[] for _ in range(batch_size)]
+  state = [s.clone() for s in init_state]
+  logprobs = init_logprobs.clone()
+
+  def beam_step(logprobs, t, beam_seq, beam_logprobs_sum, state):
+    vocab_size = logprobs.shape[-1]
+    logprobs = logprobs.reshape(batch_size, -1, vocab_size)
+    if t == 0:
+      assert logprobs.shape[1] == 1
+      beam_logprobs_sum = beam_logprobs_sum[:, :1]
+    candidate_logprobs = beam_logprobs_sum.unsqueeze(-1) + logprobs
+    ys, ix = torch.sort(candidate_logprobs.reshape(candidate_logprobs.shape[0], -1), -1, True)
+    ys, ix = ys[:, :beam_size], ix[:, :beam_size]
+    beam_ix = ix // vocab_size
+    selected_ix = ix % vocab_size
+    state_ix = (beam_ix + torch.arange(batch_size).type_as(beam_ix).unsqueeze(-1) * logprobs.shape[1]).reshape(-1)
+    if t > 0:
+      beam_seq = beam_seq.gather(1, beam_ix.unsqueeze(-1).expand_as(beam_seq))
+    beam_seq = torch.cat([beam_seq, selected_ix.unsqueeze(-1)], -1)
+    beam_logprobs_sum = beam_logprobs_sum.gather(1, beam_ix) + logprobs.reshape(batch_size, -1).gather(1, ix)
+    state = [s[:, state_ix] for s in state]
+    return beam_seq, beam_logprobs_sum, state
+
+  for t in range(max_seq_length):
+    beam_seq, beam_logprobs_sum, state = beam_step(logprobs, t, beam_seq, beam_logprobs_sum, state)
+    for b in range(batch_size):
+      is_end = beam_seq[b, :, t] == eos_idx
+      if t == max_seq_length - 1:
+        is_end.fill_(1)
+      for vix in range(beam_size):
+        if is_end[vix]:
+          done_beams[b].append({"seq": beam_seq[b, vix].clone(), "p": beam_logprobs_sum[b, vix].item()})
+      beam_logprobs_sum[b, is_end] -= 1000
+    it = beam_seq[:, :, t].reshape(-1)
+    logprobs, state = get_logprobs_state(it, state)
+    logprobs = F.log_softmax(logprobs, dim=-1)
+  return [sorted(d, key=lambda x: -x["p"])[:beam_size] for d in done_beams]

@@ -9,7 +9,7 @@
 Switches (``configs/jpg.py`` names the ablations of Table 2):
 
 * ``use_subspace``: False replaces the subspace by R2Gen's ``att_embed`` (Linear d_x -> d_model, ReLU,
-  dropout) on the visual side and plain scaled embeddings on the textual side (JPG-projection, BASE); the
+  Dropout(``visual_dropout`` = R2Gen's ``drop_prob_lm`` = 0.5)) on the visual side and plain scaled embeddings on the textual side (JPG-projection, BASE); the
   head then reads the raw extractor grids ("simply using the raw visual extractor and word embedding
   outputs to both predict disease labels and generate reports", Sec. 5.2).
 * ``use_labeler``: False drops the head and the GRU (BASE, the "vanilla Transformer").
@@ -19,6 +19,10 @@ Switches (``configs/jpg.py`` names the ablations of Table 2):
   computed once by a frozen extractor (``extract``), and the ResNet is skipped. Sec. 3.2 lets the
   extractor be any pretrained CNN; with it frozen, its features can be cached (eval-time views: no
   augmentation) and only the rest is trained on them (``benchmarks/train_step.py --extractor=cached``).
+* ``extractor_batch``: ``'per_view'`` (default) runs the extractor once per view, as R2Gen's
+  ``forward_iu_xray`` does, so that BatchNorm normalises each view over the batch (frontal and lateral
+  images differ in their statistics) and the running statistics are updated once per view, in that order;
+  ``'joint'`` runs both views as one batch of 2B images (one set of statistics, one update).
 * ``train_label_source``: which labels the encoder reads in training: ``'predicted'`` (the GRU's greedy
   output, as at test time; Sec. 5.2 speaks of "predicted disease tags") or ``'ground_truth'`` (teacher
   forcing). At evaluation the encoder always reads predictions.
@@ -52,6 +56,7 @@ class JPG(nn.Module):
   # visual extractor
   resnet_depth: int = 101
   frozen_extractor: bool = False
+  extractor_batch: str = "per_view"      # 'per_view' (R2Gen) | 'joint'
   cached_features: bool = False          # inputs are precomputed extractor grids (see above)
   # shared subspace
   use_subspace: bool = True
@@ -73,6 +78,7 @@ class JPG(nn.Module):
   num_heads: int = 8
   num_layers: int = 3
   dropout: float = 0.1
+  visual_dropout: float = 0.5            # R2Gen's att_embed dropout (drop_prob_lm)
   layer_norm: str = "r2gen"
   attention_layer: int = 0
   max_length: int = 512
@@ -86,7 +92,7 @@ class JPG(nn.Module):
                                                   self.dtype)
     else:
       self.att_embed = nn.Dense(self.d_model, dtype=self.dtype, kernel_init=xavier)
-      self.att_dropout = nn.Dropout(self.dropout)
+      self.att_dropout = nn.Dropout(self.visual_dropout)
     self.word_embed = nn.Embed(self.vocab_size, self.d_model, embedding_init=xavier)
     if self.use_labeler:
       self.labeler = labeler_lib.Labeler(self.num_labels, self.num_label_tokens, self.head,
@@ -107,6 +113,10 @@ class JPG(nn.Module):
     if self.cached_features:
       return images.astype(self.dtype)
     b, v = images.shape[:2]
+    if self.extractor_batch == "per_view":
+      return jnp.stack([self.visual_extractor(images[:, k], train) for k in range(v)], axis=1)
+    if self.extractor_batch != "joint":
+      raise ValueError(f"Unknown extractor_batch {self.extractor_batch!r}; choose 'per_view' or 'joint'.")
     grids = self.visual_extractor(images.reshape((b * v,) + images.shape[2:]), train)
     return grids.reshape((b, v) + grids.shape[1:])
 
@@ -149,16 +159,16 @@ class JPG(nn.Module):
     mask = jnp.ones(patches.shape[:2], bool)
     out = {}
     if self.use_labeler:
-      head_in = self.label_input(grids, aligned)
+      # The head runs once (its BatchNorm statistics update once a step); the teacher-forced GRU (for the
+      # label loss) and the greedy GRU (labels for the encoder) both start from its h_0.
+      h0, out["label_class_logits"] = self.labeler.embed(self.label_input(grids, aligned), train)
       if label_ids is not None:
-        out["label_class_logits"], out["label_token_logits"] = self.labeler(head_in, label_ids, train)
+        out["label_token_logits"] = self.labeler.teacher_forced(h0, label_ids)
       teacher = train and self.train_label_source == "ground_truth"
       if train and self.train_label_source not in ("predicted", "ground_truth"):
         raise ValueError(f"Unknown train_label_source {self.train_label_source!r}.")
       if label_ids is None or (self.labels_in_encoder and not teacher):
-        class_logits, tokens = self.labeler.greedy(head_in, train)
-        tokens = jax.lax.stop_gradient(tokens)
-        out.setdefault("label_class_logits", class_logits)
+        tokens = jax.lax.stop_gradient(self.labeler.greedy_tokens(h0))
         out["label_tokens"] = tokens
       if self.labels_in_encoder:
         if teacher:

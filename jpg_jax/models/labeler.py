@@ -146,23 +146,31 @@ class Labeler(nn.Module):
     """Teacher forcing. label_ids: (B, steps + 1) = [0] + tokens + [0]. Returns class logits (B, K) and
     token logits (B, steps, T) for the targets label_ids[:, 1:]."""
     h, class_logits = self.embed(grids, train)
+    return class_logits, self.teacher_forced(h, label_ids)
+
+  def teacher_forced(self, h, label_ids):
+    """Token logits (B, steps, T) from h_0 for the targets label_ids[:, 1:] (Eq. 11)."""
     logits = []
     for t in range(self.steps):
       h, lg = self.step(h, label_ids[:, t])
       logits.append(lg)
-    return class_logits, jnp.stack(logits, axis=1)
+    return jnp.stack(logits, axis=1)
 
   def greedy(self, grids, train: bool = False):
     """(class logits, tokens (B, steps)); positions after the first EOS are set to 0."""
     h, class_logits = self.embed(grids, train)
-    tok = jnp.zeros(grids.shape[:1], jnp.int32)
+    return class_logits, self.greedy_tokens(h)
+
+  def greedy_tokens(self, h):
+    """Greedy label tokens (B, steps) from h_0, zero after the first EOS."""
+    tok = jnp.zeros(h.shape[:1], jnp.int32)
     out = []
     for _ in range(self.steps):
       h, lg = self.step(h, tok)
       tok = jnp.argmax(lg, axis=-1).astype(jnp.int32)
       out.append(tok)
     tokens = jnp.stack(out, axis=1)
-    return class_logits, tokens * label_token_mask(tokens)
+    return tokens * label_token_mask(tokens)
 
 
 def label_token_mask(tokens):

@@ -1,0 +1,141 @@
+"""Context-aware labels between the stages (Sec. 3.4): stage 1's targets, mining, stage 2's targets, and
+the parameters stage 2 takes over from stage 1.
+
+Stage 1 ("mining and pre-training on single labels") learns the reports whose MeSH terms reduce to one of
+the simple patterns: the head's classes are the patterns, the GRU's target is the report's most specific
+term of that pattern (its context: ``calcified_granuloma lung upper_lobe right``). Normal cases dominate
+(73% of R2Gen's stage-1 reports), so each epoch keeps only ``labels.normal_keep`` of them, drawn anew
+("random data dropout ... to alleviate result deviation caused by an unbalanced distribution between
+normal and pathological cases").
+
+Mining: the stage-1 model labels every training report. The paper mines *context* for the primary disease
+labels and re-trains on "57 context-aware labeled cases", so a generated label counts only where it agrees
+with the report's own terms (``labels.agrees``: the same primary disease, context that is one of its
+terms'); the ``num_mined`` most frequent agreeing labels become stage 2's label set. A model that has
+learnt nothing generates labels that agree with few reports and yields few labels; ``min_mined`` makes
+that loud.
+
+Stage 2's GRU target of a training report is its generated label where that label agrees with the report
+and was mined; otherwise its ground-truth label: the most specific mined label its terms match, else the
+most specific stage-1 pattern, else none. A generated label that contradicts a report's terms is never
+its target, and the head's multi-hot target is always the report's own terms
+(``input_pipeline.Targets``), so training and evaluation truth are one thing.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Mapping, Sequence
+
+import jax
+from absl import logging
+
+from jpg_jax import input_pipeline as ip
+from jpg_jax import labels as labels_lib
+from jpg_jax import parallel
+
+Label = labels_lib.Label
+
+
+# ============================================================================================ stage 1
+def stage1_labels(config, index: ip.SplitIndex):
+  """Patterns (the head's classes), the reports that have one, and each report's full-term target."""
+  patterns, kept, counts = labels_lib.select_simple_patterns(
+      index.mesh, config.labels.num_patterns, config.labels.pattern_depth)
+  tokens = set()
+  assigned = stage1_assigned(config, index, patterns)
+  for seq in assigned.values():
+    tokens.update(seq)
+  return labels_lib.LabelSet(patterns, counts, sorted(tokens)), kept, assigned
+
+
+def stage1_assigned(config, index: ip.SplitIndex, patterns) -> dict[str, Label]:
+  """GRU targets of stage 1 on any split: for a report whose simple pattern is one of ``patterns``, its
+  most specific term of that pattern."""
+  keep = set(patterns.labels if isinstance(patterns, labels_lib.LabelSet) else patterns)
+  assigned = {}
+  for i, terms in enumerate(index.mesh):
+    pattern = labels_lib.simple_pattern(terms, config.labels.pattern_depth)
+    if pattern in keep:
+      seqs = [labels_lib.mesh_term_to_tokens(t, config.labels.max_steps) for t in terms if t.strip()]
+      assigned[index.ids[i]] = max((s for s in seqs if s[: len(pattern)] == pattern), key=len)
+  return assigned
+
+
+def normal_cases(index: ip.SplitIndex, indices: Sequence[int], depth: int) -> list[int]:
+  """The positions among ``indices`` whose simple pattern is ``normal`` (stage 1's droppable cases)."""
+  return [i for i in indices if labels_lib.simple_pattern(index.mesh[i], depth) == labels_lib.NORMAL]
+
+
+# ============================================================================================ mining
+def mine_labels(generated: Mapping[str, Label], terms: Mapping[str, Sequence[str]], num_mined: int,
+                patterns: labels_lib.LabelSet) -> labels_lib.LabelSet:
+  """The ``num_mined`` most frequent generated labels among those that agree with their report's terms
+  (ties alphabetical), with the GRU's token vocabulary of stage 1 (so that it carries over)."""
+  counts = collections.Counter(seq for rid, seq in generated.items()
+                               if seq and labels_lib.agrees(seq, terms[rid]))
+  ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:num_mined]
+  tokens = [patterns.vocab.idx2token[i] for i in range(1, len(patterns.vocab) + 1)]
+  return labels_lib.LabelSet([l for l, _ in ranked], dict(ranked), tokens)
+
+
+def stage2_assigned(index: ip.SplitIndex, generated: Mapping[str, Label], label_set: labels_lib.LabelSet,
+                    patterns: labels_lib.LabelSet) -> dict[str, Label]:
+  """Each training report's GRU target in stage 2 (see the module docstring); reports without one are
+  left out (no GRU loss)."""
+  assigned = {}
+  for rid, terms in zip(index.ids, index.mesh):
+    g = generated.get(rid)
+    if g and g in label_set.index and labels_lib.agrees(g, terms):
+      assigned[rid] = g
+    else:
+      truth = label_set.most_specific(terms) or patterns.most_specific(terms)
+      if truth:
+        assigned[rid] = truth
+  return assigned
+
+
+def mining_summary(generated: Mapping[str, Label], terms: Mapping[str, Sequence[str]],
+                   label_set: labels_lib.LabelSet, min_mined: int) -> dict:
+  """What mining found, for the log and ``results/``: how many generated labels agree with their
+  reports, how many labels were mined, and a warning when fewer than ``min_mined``."""
+  agreeing = sum(1 for rid, seq in generated.items() if seq and labels_lib.agrees(seq, terms[rid]))
+  summary = {"generated": len(generated), "agreeing": agreeing,
+             "distinct_generated": len({s for s in generated.values() if s}), "mined": len(label_set)}
+  if len(label_set) < min_mined:
+    summary["warning"] = (
+        f"mining yielded {len(label_set)} context-aware labels, fewer than labels.min_mined={min_mined}: "
+        f"stage 1 generated labels that agree with only {agreeing} of {len(generated)} training reports. "
+        f"Stage 2 falls back on ground-truth labels; the stage-1 model has not learnt to tell the patterns "
+        f"apart (see its validation macro-F1).")
+  return summary
+
+
+# ============================================================================================ carry-over
+CLASS_LAYER = ("labeler", "classifier")   # sized by the label set: starts afresh in stage 2
+
+
+def carry_over(state2, state1, optimizer, mesh):
+  """Stage 2's state from stage 1's: every parameter and batch statistic by path, except the head's class
+  layer (``CLASS_LAYER``), which starts afresh whatever its shape; a new optimiser state. A parameter that
+  exists in both stages with different shapes is an error, not a silent fresh start."""
+  def index(tree):
+    return {tuple(getattr(k, "key", str(k)) for k in path): v
+            for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+  def take(old: dict, path, value):
+    names = tuple(getattr(k, "key", str(k)) for k in path)
+    if names[: len(CLASS_LAYER)] == CLASS_LAYER or names not in old:
+      fresh.append("/".join(names))
+      return value
+    if old[names].shape != value.shape:
+      raise ValueError(f"Stage 1's {'/'.join(names)} has shape {old[names].shape}, stage 2's {value.shape}.")
+    return old[names]
+
+  fresh: list[str] = []
+  p1, b1 = index(state1["params"]), index(state1["batch_stats"])
+  params = jax.tree_util.tree_map_with_path(lambda p, v: take(p1, p, v), state2["params"])
+  batch_stats = jax.tree_util.tree_map_with_path(lambda p, v: take(b1, p, v), state2["batch_stats"])
+  logging.info("Stage 2 starts from stage 1's parameters except %s.", fresh)
+  new = dict(state2, params=params, batch_stats=batch_stats, opt_state=optimizer.init(params))
+  return jax.device_put(new, parallel.replicated(mesh))
