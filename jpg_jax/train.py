@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import signal
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -221,7 +222,7 @@ class Stage:
   num_steps: int
   steps_per_epoch: int
   select_metric: str     # validation metric for the best checkpoint
-  learning_rate: object = None   # the main group's learning rate as a function of the step (for logs)
+  learning_rate: Callable | None = None   # the main group's learning rate of the update count (logs)
   droppable: tuple = ()          # train positions kept at the fraction `keep` each epoch (stage 1's normals)
   keep: float = 1.0
 
@@ -299,7 +300,8 @@ class Trainer:
     ds = ip.train_dataset(self.data.sources["train"], self.data.index["train"], stage.targets,
                           batch_size=self.local_batch, seed=self.config.seed + stage.number,
                           image=image_options(self.config, True), indices=stage.train_indices,
-                          droppable=stage.droppable, keep=stage.keep, process_index=jax.process_index(), process_count=jax.process_count())
+                          droppable=stage.droppable, keep=stage.keep, process_index=jax.process_index(),
+                          process_count=jax.process_count())
     return ip.to_iter(ds, self.config.dataset.worker_count)
 
   def eval_batches(self, split: str, targets: ip.Targets):
@@ -396,7 +398,7 @@ def variables_of(state) -> dict:
 
 
 def label_f1(pred_logits: np.ndarray, truth: np.ndarray, label_set) -> evaluate_lib.LabelScores:
-  return evaluate_lib.label_scores(truth > 0, pred_logits > 0, patterns_names(label_set))
+  return evaluate_lib.label_scores(truth > 0, pred_logits > 0, label_names(label_set))
 
 
 def report_results(trainer: Trainer, state, model, split: str, targets: ip.Targets, label_set,
@@ -484,12 +486,14 @@ def train_and_evaluate(config, workdir: str, mesh=None, stop_at_step: tuple[int,
       head = label_f1(out["label_class_logits"], truth, patterns)
       has = np.array([t is not None for t in target])
       gru = evaluate_lib.label_scores(truth[has], np.stack([pattern_one_hot(g, patterns) for g in generated])[has],
-                                      patterns_names(patterns))
+                                      label_names(patterns))
       metrics = {"label_log_likelihood": -float(out["label_nll"].sum() / max(out["label_count"].sum(), 1)),
                  "label_accuracy": float(np.mean(hits)) if hits else 0.0,
                  "label_micro_f1": head.micro_f1, "label_macro_f1": head.macro_f1,
                  "pattern_macro_f1": gru.macro_f1, "pattern_micro_f1": gru.micro_f1}
-      metrics.update({f"recall/{name}": v["recall"] for name, v in gru.per_label.items() if v["support"]})
+      metrics.update({"recall/" + "-".join(label): gru.per_label[name]["recall"]   # TensorBoard-legal names
+                      for label, name in zip(patterns.labels, label_names(patterns))
+                      if gru.per_label[name]["support"]})
       return metrics
 
     stage1 = Stage(1, model1, targets1, kept, int(t.stage1_epochs * spe1), spe1, t.stage1_select_metric,
@@ -576,7 +580,8 @@ def pattern_one_hot(generated: tuple, patterns: labels_lib.LabelSet) -> np.ndarr
   return out
 
 
-def patterns_names(label_set: labels_lib.LabelSet) -> list[str]:
+def label_names(label_set: labels_lib.LabelSet) -> list[str]:
+  """``<token token>`` per label of the set, as the metrics name them."""
   return ["<" + " ".join(l) + ">" for l in label_set.labels]
 
 
