@@ -230,8 +230,9 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   return {tag: sorted(points.items()) for tag, points in scalars.items()}
 
 
-DEFAULT_CURVES = ("stage1/train_loss", "stage1/val_label_log_likelihood", "stage2/train_report_loss",
-                  "stage2/train_loss", "stage2/val_BLEU_4", "stage2/val_ROUGE_L")
+DEFAULT_CURVES = ("stage1/train_loss", "stage1/val_label_log_likelihood", "stage1/val_pattern_macro_f1",
+                  "stage2/train_report_loss", "stage2/train_loss", "stage2/val_BLEU_4", "stage2/val_ROUGE_L",
+                  "stage2/val_distinct_reports")
 
 
 def plot_curves(scalars: Mapping[str, Sequence[tuple[int, float]]], path,

@@ -9,8 +9,8 @@
 Switches (``configs/jpg.py`` names the ablations of Table 2):
 
 * ``use_subspace``: False replaces the subspace by R2Gen's ``att_embed`` (Linear d_x -> d_model, ReLU,
-  Dropout(``visual_dropout`` = R2Gen's ``drop_prob_lm`` = 0.5)) on the visual side and plain scaled embeddings on the textual side (JPG-projection, BASE); the
-  head then reads the raw extractor grids ("simply using the raw visual extractor and word embedding
+  Dropout(``visual_dropout`` = R2Gen's ``drop_prob_lm`` = 0.5)) on the visual side and plain scaled
+  embeddings on the textual side (JPG-projection, BASE); the head then reads the raw extractor grids ("simply using the raw visual extractor and word embedding
   outputs to both predict disease labels and generate reports", Sec. 5.2).
 * ``use_labeler``: False drops the head and the GRU (BASE, the "vanilla Transformer").
 * ``labels_in_encoder``: False keeps the labeler as a parallel task but feeds no label features to the
