@@ -33,6 +33,7 @@ from absl import logging
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import parallel
+from jpg_jax import steps
 
 Label = labels_lib.Label
 
@@ -42,11 +43,9 @@ def stage1_labels(config, index: ip.SplitIndex):
   """Patterns (the head's classes), the reports that have one, and each report's full-term target."""
   patterns, kept, counts = labels_lib.select_simple_patterns(
       index.mesh, config.labels.num_patterns, config.labels.pattern_depth)
-  tokens = set()
   assigned = stage1_assigned(config, index, patterns)
-  for seq in assigned.values():
-    tokens.update(seq)
-  return labels_lib.LabelSet(patterns, counts, sorted(tokens)), kept, assigned
+  tokens = sorted({t for seq in assigned.values() for t in seq})
+  return labels_lib.LabelSet(patterns, counts, tokens), kept, assigned
 
 
 def stage1_assigned(config, index: ip.SplitIndex, patterns) -> dict[str, Label]:
@@ -120,11 +119,10 @@ def carry_over(state2, state1, optimizer, mesh):
   layer (``CLASS_LAYER``), which starts afresh whatever its shape; a new optimiser state. A parameter that
   exists in both stages with different shapes is an error, not a silent fresh start."""
   def index(tree):
-    return {tuple(getattr(k, "key", str(k)) for k in path): v
-            for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {steps.path_names(path): v for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
   def take(old: dict, path, value):
-    names = tuple(getattr(k, "key", str(k)) for k in path)
+    names = steps.path_names(path)
     if names[: len(CLASS_LAYER)] == CLASS_LAYER or names not in old:
       fresh.append("/".join(names))
       return value

@@ -26,6 +26,11 @@ def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet 
                              jnp.dtype(config.compute_dtype))
 
 
+def path_names(path) -> tuple[str, ...]:
+  """A pytree key path (``jax.tree_util``) as its module and parameter names, outermost first."""
+  return tuple(getattr(k, "key", str(k)) for k in path)
+
+
 def stage_trains(path: tuple[str, ...], stage: int) -> bool:
   """Whether ``stage`` trains the parameter at ``path`` (its module names, outermost first).
 
@@ -65,7 +70,7 @@ def make_optimizer(config, params, steps_per_epoch: int, stage: int
     raise ValueError(f"Unknown optimiser {o.name!r}.")
 
   def label(path, _):
-    names = tuple(getattr(k, "key", str(k)) for k in path)
+    names = path_names(path)
     if not stage_trains(names, stage):
       return "frozen"
     if names[0] == "visual_extractor":
