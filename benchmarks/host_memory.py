@@ -23,6 +23,7 @@ import common  # noqa: F401  (sets sys.path)
 import psutil
 
 from configs import jpg as jpg_config
+from jpg_jax import checkpointing
 from jpg_jax import train
 
 
@@ -53,8 +54,9 @@ def main():
   start = time.time()
   thread.start()
   try:
-    train.train_and_evaluate(c, f"{tmp}/run", stop_at_step=(2, args.stage2_steps))
-  except train.PreemptedError:
+    stop = lambda stage, step: (stage, step) == (2, args.stage2_steps)   # as a preemption: checkpoint, stop
+    train.train_and_evaluate(c, f"{tmp}/run", hooks=[stop])
+  except checkpointing.Preempted:
     pass
   stop.set()
   thread.join()

@@ -70,7 +70,7 @@ def main():
   source, split = build_source(args.cases, args.png_size)
   vocab = text.Vocabulary.build(split.reports, threshold=1)
   patterns, _, counts = labels.select_simple_patterns(split.mesh, num_patterns=17, depth=2)
-  targets = ip.Targets(vocab, 60, labels.LabelSet(patterns, counts))
+  targets = ip.Targets(vocab, 60, 5, labels.LabelSet(patterns, counts))
   ds = ip.train_dataset(source, split, targets, batch_size=args.batch, seed=0,
                         image=ip.ImageOptions(image_size=224, resize_size=256, random_flip=True))
   record = {"benchmark": "input_pipeline", **common.machine(), "cases": args.cases,

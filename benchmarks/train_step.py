@@ -30,6 +30,7 @@ import numpy as np
 
 from configs import jpg as jpg_config
 from jpg_jax import cost
+from jpg_jax import parallel
 from jpg_jax import steps
 from jpg_jax.models import jpg as jpg_lib
 
@@ -75,13 +76,11 @@ def jax_step(args, extractor: str) -> dict:
     extract = jax.jit(lambda v, x: full.apply(v, x, False, method=jpg_lib.JPG.extract))
     batch["images"] = np.asarray(extract(variables, batch["images"]))
     variables = {c: {k: v for k, v in tree.items() if k != "visual_extractor"} for c, tree in variables.items()}
-  params = variables["params"]
-  optimizer, _ = steps.make_optimizer(config, params, 1, 2)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables["batch_stats"],
-           "opt_state": optimizer.init(params), "rng": jax.random.key(2)}
-  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer, config=config,
-                                   stage=2), donate_argnums=0)
-  batch = jax.device_put(batch)
+  optimizer, _ = steps.make_optimizer(config, variables["params"], 1, 2)
+  state = steps.train_state(variables, optimizer, jax.random.key(2))
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  step = steps.jit_train_step(model, optimizer, config, 2, mesh)
+  batch = jax.device_put(batch, parallel.data_sharded(mesh))
   compiled = step.lower(state, batch).compile()
   analysis = cost.analysis_of(compiled)
   holder = {"state": state}

@@ -9,11 +9,11 @@ time a slice of accelerators would reach at a stated model-FLOPs utilisation.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 
+from jpg_jax import input_pipeline as ip
 from jpg_jax import parallel
 from jpg_jax import steps
 from jpg_jax.models import jpg as jpg_lib
@@ -32,25 +32,12 @@ class StepCost:
 
 def abstract_inputs(config, model, optimizer, global_batch: int):
   """ShapeDtypeStructs of the train state and of one global batch."""
-  from jpg_jax import input_pipeline as ip   # here, so that benchmarks import cost without grain/TFDS
   d = config.dataset
-  num_labels = model.num_labels
-  shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.labels.max_steps, num_labels)
+  shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.model.label_steps, model.num_labels)
   dtypes = {"images": jnp.float32, "report_mask": jnp.float32, "label_mask": jnp.float32,
             "label_targets": jnp.float32, "mask": jnp.float32}
   batch = {k: jax.ShapeDtypeStruct((global_batch,) + s, dtypes.get(k, jnp.int32)) for k, s in shapes.items()}
-  images = jnp.zeros((1,) + shapes["images"], jnp.float32)
-  reports = jnp.zeros((1,) + shapes["report_ids"], jnp.int32)
-  labels = jnp.zeros((1,) + shapes["label_ids"], jnp.int32) if model.use_labeler else None
-
-  def init():
-    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, images, reports,
-                           labels)
-    return {"step": jnp.zeros((), jnp.int32), "params": variables["params"],
-            "batch_stats": variables.get("batch_stats", {}),
-            "opt_state": optimizer.init(variables["params"]), "rng": jax.random.key(2)}
-
-  return jax.eval_shape(init), batch
+  return steps.abstract_train_state(model, optimizer, config), batch
 
 
 def compile_train_step(config, stage: int = 2, global_batch: int | None = None, vocab_size: int = 761,
@@ -60,17 +47,10 @@ def compile_train_step(config, stage: int = 2, global_batch: int | None = None, 
   num_labels = config.labels.num_patterns if stage == 1 else config.labels.num_mined
   model = jpg_lib.from_config(config.model, vocab_size, num_labels, num_label_tokens,
                               jnp.dtype(config.compute_dtype))
-  params = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 2, config.dataset.image_size, config.dataset.image_size, 3)),
-      jnp.zeros((1, config.dataset.max_seq_length), jnp.int32),
-      jnp.zeros((1, config.labels.max_steps + 1), jnp.int32)))["params"]
-  optimizer, _ = steps.make_optimizer(config, params, 1, stage)
+  optimizer, _ = steps.make_optimizer(config, steps.param_shapes(model, config), 1, stage)
   state, batch = abstract_inputs(config, model, optimizer, global_batch)
   mesh = parallel.make_mesh([device or jax.devices()[0]])
-  rep, shard = parallel.replicated(mesh), parallel.data_sharded(mesh)
-  step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer, config=config,
-                                   stage=stage), in_shardings=(rep, shard), out_shardings=(rep, rep),
-                 donate_argnums=0)
+  step = steps.jit_train_step(model, optimizer, config, stage, mesh)
   return step.lower(state, batch).compile(), state, batch
 
 

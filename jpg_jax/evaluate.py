@@ -9,6 +9,7 @@ truncated to the 60-id window and with ``<unk>`` for rare words; the train loop 
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import dataclasses
@@ -17,6 +18,8 @@ import io
 from typing import Sequence
 
 import numpy as np
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.rouge.rouge import Rouge
 
 CAPTION_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L")
 
@@ -24,7 +27,6 @@ CAPTION_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L")
 @functools.lru_cache(maxsize=1)
 def _meteor():
   """One METEOR scorer (a Java subprocess) per process: starting the JVM costs seconds."""
-  import atexit
   from pycocoevalcap.meteor.meteor import Meteor
   meteor = Meteor()
   atexit.register(lambda: meteor.meteor_p.kill())   # no JVM outlives the process
@@ -32,8 +34,6 @@ def _meteor():
 
 
 def _scorers(with_meteor: bool):
-  from pycocoevalcap.bleu.bleu import Bleu
-  from pycocoevalcap.rouge.rouge import Rouge
   out = [(Bleu(4), ["BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4"]), (Rouge(), "ROUGE_L")]
   if with_meteor:
     out.insert(1, (_meteor(), "METEOR"))

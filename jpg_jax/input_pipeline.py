@@ -31,10 +31,13 @@ import io
 from typing import Mapping, Sequence
 
 import grain
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 from PIL import Image
 
+from jpg_jax import datasets
 from jpg_jax import labels as labels_lib
 from jpg_jax import text
 from jpg_jax.datasets import common
@@ -49,7 +52,6 @@ def _str(x) -> str:
 
 def open_split(name: str, split: str, data_dir: str):
   """A random-access source whose images stay PNG bytes (decoded by the pipeline's own workers)."""
-  import jpg_jax.datasets  # noqa: F401  (registers the builders)
   decoders = {v: tfds.decode.SkipDecoding() for v in common.VIEWS}
   return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
 
@@ -128,9 +130,9 @@ class Targets:
   from it has no GRU target), else the most specific label of the set that its terms match.
   """
   vocab: text.Vocabulary
-  max_seq_length: int = 60
+  max_seq_length: int
+  label_steps: int                 # the GRU's unroll (config.model.label_steps)
   label_set: labels_lib.LabelSet | None = None
-  label_steps: int = labels_lib.MAX_LABEL_TOKENS
   assigned: Mapping[str, labels_lib.Label] | None = None
 
   def __call__(self, split: SplitIndex, index: int) -> dict[str, np.ndarray]:
@@ -268,3 +270,35 @@ def example_shapes(image_size: int, max_seq_length: int, label_steps: int, num_l
   return {"images": (2, image_size, image_size, 3), "report_ids": (max_seq_length,),
           "report_mask": (max_seq_length,), "label_ids": (label_steps + 1,),
           "label_mask": (label_steps + 1,), "label_targets": (num_labels,), "index": (), "mask": ()}
+
+
+# ------------------------------------------------------------------------------------------ a run's data
+@dataclasses.dataclass
+class Data:
+  """A config's dataset as a run reads it: a source and an index per split, and R2Gen's vocabulary."""
+  sources: dict            # split -> random-access source (``open_split``)
+  index: dict              # split -> SplitIndex
+  vocab: text.Vocabulary   # over the train split, tokens seen more than ``dataset.vocab_threshold`` times
+
+
+def load_data(config) -> Data:
+  """Builds the config's dataset where it is not built yet, then opens every split."""
+  d = config.dataset
+  # Process 0 builds first; then the others, which is a no-op where data_dir is shared (a bucket, NFS)
+  # and a local build where each host has its own disk (a TPU VM's local data_dir).
+  if jax.process_index() == 0:
+    datasets.prepare(d.name, d.data_dir, d.manual_dir)
+  multihost_utils.sync_global_devices("dataset prepared on process 0")
+  if jax.process_index() > 0:
+    datasets.prepare(d.name, d.data_dir, d.manual_dir)
+  multihost_utils.sync_global_devices("dataset prepared")
+  builder = datasets.get_builder(d.name, d.data_dir)
+  sources = {s: open_split(d.name, s, d.data_dir) for s in builder.info.splits}
+  index = {s: SplitIndex.read(src) for s, src in sources.items()}
+  vocab = text.Vocabulary.build(index["train"].reports, d.vocab_threshold)
+  return Data(sources, index, vocab)
+
+
+def image_options(config, train: bool) -> ImageOptions:
+  d = config.dataset
+  return ImageOptions(d.image_size, d.resize_size, d.random_flip and train)

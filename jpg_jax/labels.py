@@ -3,8 +3,9 @@
 A MeSH major term such as ``Calcified Granuloma/lung/upper lobe/right`` becomes the token sequence
 ``('calcified_granuloma', 'lung', 'upper_lobe', 'right')``: one token per ``/``-part, lower-cased, inner
 spaces joined by ``_`` and punctuation removed (the paper writes labels as ``<opacity lung lower_lobe
-bilateral>``), at most ``MAX_LABEL_TOKENS`` = 5 tokens, since "the majority of disease-related MeSH terms
-contain up to 5 words" and the GRU unrolls 5 steps.
+bilateral>``). A GRU target keeps at most ``model.label_steps`` (5) tokens, since "the majority of
+disease-related MeSH terms contain up to 5 words" and the GRU unrolls 5 steps; matching a label against a
+report's terms uses the whole term.
 
 Stage 1 ("mining and pre-training on single labels", following Shin et al. 2016) trains on reports whose
 major terms all reduce to ONE simple pattern: the term's first ``pattern_depth`` parts (heading, and by
@@ -25,10 +26,10 @@ import re
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 from jpg_jax import text
 
-MAX_LABEL_TOKENS = 5
 NO_INDEXING = "no indexing"
 
 Label = tuple[str, ...]
@@ -41,8 +42,9 @@ def _part_to_token(part: str) -> str:
   return "_".join(_PUNCT.sub(" ", part.lower()).split())
 
 
-def mesh_term_to_tokens(term: str, max_tokens: int = MAX_LABEL_TOKENS) -> Label:
-  """``'Calcified Granuloma/lung/upper lobe/right'`` -> ``('calcified_granuloma', 'lung', 'upper_lobe', 'right')``."""
+def mesh_term_to_tokens(term: str, max_tokens: int | None = None) -> Label:
+  """``'Calcified Granuloma/lung/upper lobe/right'`` -> ``('calcified_granuloma', 'lung', 'upper_lobe', 'right')``,
+  the first ``max_tokens`` of them where given."""
   tokens = tuple(t for t in (_part_to_token(p) for p in term.split("/")) if t)
   return tokens[:max_tokens]
 
@@ -131,8 +133,7 @@ class LabelSet:
     m = self.matches(terms)
     return max((self.labels[i] for i in m), key=len) if m else None
 
-  def encode_sequence(self, label: Label | None, max_steps: int = MAX_LABEL_TOKENS
-                      ) -> tuple[np.ndarray, np.ndarray]:
+  def encode_sequence(self, label: Label | None, max_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """``[0] + token ids + [0]`` padded to ``max_steps + 1`` (GRU input = ids[:-1], target = ids[1:])."""
     return self.vocab.encode_padded(" ".join(label or ()), max_steps + 1) if label else (
         np.zeros((max_steps + 1,), np.int32), np.zeros((max_steps + 1,), np.float32))
@@ -140,10 +141,14 @@ class LabelSet:
   def decode_sequence(self, ids: Iterable[int]) -> Label:
     return tuple(self.vocab.decode(ids).split())
 
+  @property
+  def tokens(self) -> list[str]:
+    """The GRU's token vocabulary, in id order (id 0, the start / end token, left out)."""
+    return [self.vocab.idx2token[i] for i in range(1, len(self.vocab) + 1)]
+
   def to_json(self) -> str:
-    vocab = [self.vocab.idx2token[i] for i in range(1, len(self.vocab) + 1)]
     return json.dumps({"labels": [{"tokens": list(l), "count": self.counts.get(l, 0)}
-                                  for l in self.labels], "vocabulary": vocab}, indent=1)
+                                  for l in self.labels], "vocabulary": self.tokens}, indent=1)
 
   @classmethod
   def from_json(cls, s: str) -> "LabelSet":
@@ -152,12 +157,10 @@ class LabelSet:
                {tuple(e["tokens"]): e["count"] for e in entries}, json.loads(s).get("vocabulary"))
 
   def save(self, path) -> None:
-    from etils import epath
     epath.Path(path).write_text(self.to_json())
 
   @classmethod
   def load(cls, path) -> "LabelSet":
-    from etils import epath
     return cls.from_json(epath.Path(path).read_text())
 
   def describe(self) -> str:

@@ -20,12 +20,27 @@ each batch and takes part in checkpointing.
 from __future__ import annotations
 
 import json
+import logging as std_logging
+import os
+import sys
 
 import jax
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 from ml_collections import config_flags
+
+from jpg_jax import checkpointing
+from jpg_jax import cost
+from jpg_jax import datasets
+from jpg_jax import inference
+from jpg_jax import input_pipeline
+from jpg_jax import parallel
+from jpg_jax import stats
+from jpg_jax import train
+from jpg_jax.datasets import iu_xray
+from jpg_jax.models import param_count
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
@@ -46,12 +61,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 
 
 def run_stats(config) -> str:
   """Table 1 of the built dataset; for iu_xray without images, from the report sources alone."""
-  from etils import epath
-  from jpg_jax import datasets
-  from jpg_jax import input_pipeline
-  from jpg_jax import stats
-  from jpg_jax.datasets import iu_xray
-
   name, data_dir = config.dataset.name, config.dataset.data_dir
   builder = datasets.get_builder(name, data_dir)
   note = ""
@@ -79,7 +88,6 @@ def run_stats(config) -> str:
 def run_params(config, vocab_size: int = 761, num_label_tokens: int = 64) -> str:
   """Parameter counts per top-level component (report vocabulary and label-token sizes as given: R2Gen's
   761 logits by default; the label vocabulary depends on the mined labels)."""
-  from jpg_jax.models import param_count
   return param_count.table(config, vocab_size, num_label_tokens)
 
 
@@ -88,36 +96,53 @@ def _print(text: str) -> None:
     print(text)
 
 
+class _OwnInfoOnly(std_logging.Filter):
+  """Passes warnings and errors of every library, and INFO only from jpg-jax itself (its progress line
+  with the ETA, stage summaries): orbax alone logs about 150 INFO lines per checkpoint."""
+
+  _ROOT = os.path.dirname(os.path.abspath(__file__))
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or record.pathname.startswith(self._ROOT)
+
+
+def quiet_third_party_info() -> None:
+  """Third-party INFO below the default verbosity; ``--verbosity=1`` (absl's DEBUG) shows everything."""
+  if logging.get_verbosity() < logging.DEBUG:
+    logging.get_absl_handler().addFilter(_OwnInfoOnly())
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   config = _CONFIG.value
-  from jpg_jax import parallel
+  quiet_third_party_info()
   parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   if jax.process_index() > 0:
     logging.set_verbosity(logging.WARNING)   # process 0 speaks for the run
   logging.info("JAX %s, %d process(es), %d device(s).", jax.__version__, jax.process_count(),
                jax.device_count())
-  if _MODE.value in ("train", "evaluate", "predict"):
-    from jpg_jax import train
-    if not _WORKDIR.value:
-      raise app.UsageError(f"--workdir is required for --mode={_MODE.value}.")
-    if _MODE.value == "train":
+  if _MODE.value in ("train", "evaluate", "predict") and not _WORKDIR.value:
+    raise app.UsageError(f"--workdir is required for --mode={_MODE.value}.")
+  if _MODE.value == "train":
+    try:
       train.train_and_evaluate(config, _WORKDIR.value)
-    elif _MODE.value == "evaluate":
-      metrics = train.evaluate_checkpoint(config, _WORKDIR.value)
-      _print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))
-    else:
-      attention_png = None if _ATTENTION.value == "none" else _ATTENTION.value
-      _print(json.dumps(train.predict(config, _WORKDIR.value, _IMAGES.value, attention_png=attention_png),
-                        indent=1))
+    except checkpointing.Preempted as stop:
+      logging.warning("Stopped at a checkpoint (%s); the same command resumes there.", stop)
+      sys.exit(143)   # 128 + SIGTERM, as a job scheduler expects of a preempted job
+  elif _MODE.value == "evaluate":
+    metrics = inference.evaluate_checkpoint(config, _WORKDIR.value)
+    _print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))
+  elif _MODE.value == "predict":
+    attention_png = None if _ATTENTION.value == "none" else _ATTENTION.value
+    _print(json.dumps(inference.predict(config, _WORKDIR.value, _IMAGES.value, attention_png=attention_png),
+                      indent=1))
   elif _MODE.value == "stats":
     _print(run_stats(config))
   elif _MODE.value == "params":
     _print(run_params(config))
   elif _MODE.value == "cost":
-    from jpg_jax import cost
     _print(cost.table(config))
 
 

@@ -9,10 +9,13 @@ writes; the others get a writer that only logs.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Mapping
 
 from absl import logging
+from etils import epath
+from tensorboardX import SummaryWriter
 
 
 class LoggingWriter:
@@ -35,7 +38,6 @@ class LoggingWriter:
 
 class TensorBoardWriter:
   def __init__(self, logdir: str):
-    from tensorboardX import SummaryWriter
     self._writer = SummaryWriter(logdir, flush_secs=30)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
@@ -54,6 +56,38 @@ class TensorBoardWriter:
 
   def close(self):
     self._writer.close()
+
+
+class JsonlWriter:
+  """Scalars as JSON lines (``{"step": s, "tag": value, ...}``), appended: a run's ``logs/history.jsonl``,
+  readable without TensorBoard."""
+
+  def __init__(self, path):
+    self._path = epath.Path(path)
+    self._path.parent.mkdir(parents=True, exist_ok=True)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    with self._path.open("a") as f:
+      f.write(json.dumps({"step": int(step), **scalars}) + "\n")
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class NullWriter:
+  """Writes nothing (processes other than 0)."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
 
 
 class MultiWriter:

@@ -29,13 +29,24 @@ from typing import Mapping, Sequence
 
 import jax
 from absl import logging
+from etils import epath
 
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import parallel
 from jpg_jax import steps
+from jpg_jax import text
 
 Label = labels_lib.Label
+
+
+# ============================================================================================ targets
+def targets(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None = None,
+            assigned: Mapping[str, Label] | None = None) -> ip.Targets:
+  """The input pipeline's targets of a config: reports of ``dataset.max_seq_length`` tokens, GRU
+  sequences of ``model.label_steps``; the GRU's targets ``assigned`` per report id, or, where not
+  given, each report's most specific label of ``label_set`` (evaluation)."""
+  return ip.Targets(vocab, config.dataset.max_seq_length, config.model.label_steps, label_set, assigned)
 
 
 # ============================================================================================ stage 1
@@ -56,7 +67,7 @@ def stage1_assigned(config, index: ip.SplitIndex, patterns) -> dict[str, Label]:
   for i, terms in enumerate(index.mesh):
     pattern = labels_lib.simple_pattern(terms, config.labels.pattern_depth)
     if pattern in keep:
-      seqs = [labels_lib.mesh_term_to_tokens(t, config.labels.max_steps) for t in terms if t.strip()]
+      seqs = [labels_lib.mesh_term_to_tokens(t, config.model.label_steps) for t in terms if t.strip()]
       assigned[index.ids[i]] = max((s for s in seqs if s[: len(pattern)] == pattern), key=len)
   return assigned
 
@@ -74,8 +85,7 @@ def mine_labels(generated: Mapping[str, Label], terms: Mapping[str, Sequence[str
   counts = collections.Counter(seq for rid, seq in generated.items()
                                if seq and labels_lib.agrees(seq, terms[rid]))
   ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:num_mined]
-  tokens = [patterns.vocab.idx2token[i] for i in range(1, len(patterns.vocab) + 1)]
-  return labels_lib.LabelSet([l for l, _ in ranked], dict(ranked), tokens)
+  return labels_lib.LabelSet([l for l, _ in ranked], dict(ranked), patterns.tokens)
 
 
 def stage2_assigned(index: ip.SplitIndex, generated: Mapping[str, Label], label_set: labels_lib.LabelSet,
@@ -108,6 +118,29 @@ def mining_summary(generated: Mapping[str, Label], terms: Mapping[str, Sequence[
         f"Stage 2 falls back on ground-truth labels; the stage-1 model has not learnt to tell the patterns "
         f"apart (see its validation macro-F1).")
   return summary
+
+
+def mine(config, index: ip.SplitIndex, generated: Mapping[str, Label], patterns: labels_lib.LabelSet):
+  """Mining as a whole, from the stage-1 model's generated label of every training report: (stage 2's
+  label set, its GRU targets, the summary). With no agreeing label at all, stage 2 learns the stage-1
+  patterns instead (and the summary says so)."""
+  terms = dict(zip(index.ids, index.mesh))
+  label_set = mine_labels(generated, terms, config.labels.num_mined, patterns)
+  summary = mining_summary(generated, terms, label_set, config.labels.min_mined)
+  if not len(label_set):
+    label_set = patterns
+    summary["warning"] += " No label was mined: stage 2's label set is the stage-1 patterns."
+  return label_set, stage2_assigned(index, generated, label_set, patterns), summary
+
+
+def write_mined(directory: epath.Path, label_set: labels_lib.LabelSet, summary: dict) -> None:
+  """``mined.json`` (the label set) and ``mined.txt`` (one line a label, with its count)."""
+  directory.mkdir(parents=True, exist_ok=True)
+  label_set.save(directory / "mined.json")
+  (directory / "mined.txt").write_text(
+      f"# {len(label_set)} context-aware labels mined from {summary['generated']} training reports, "
+      f"{summary['agreeing']} of whose generated labels agree with their MeSH terms (count, label)\n"
+      + label_set.describe() + "\n")
 
 
 # ============================================================================================ carry-over

@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from etils import epath
+from tensorboardX.proto import event_pb2
 
 from jpg_jax import evaluate as evaluate_lib
 
@@ -217,7 +218,6 @@ def _records(path: str):
 
 def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
   """Every scalar of the TensorBoard event files in ``logdir``: tag -> [(step, value)] by step."""
-  from tensorboardX.proto import event_pb2
   scalars: dict[str, dict[int, float]] = {}
   for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
     for data in _records(path):

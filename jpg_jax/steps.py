@@ -1,10 +1,13 @@
 """The jit-able pieces of training, free of the loop: the model and optimiser a config asks for, the
-losses, one optimiser step, and the prediction functions the evaluations run (pure functions of
-``(state | variables, batch)``; ``train.py`` drives them, ``cost.py`` and ``benchmarks/`` compile them).
+train state (a plain pytree: step, params, batch_stats, opt_state, rng), the losses, one optimiser step
+and its sharded jit, and the prediction functions the evaluators run (pure functions of
+``(state | variables, batch)``). Training (``train.py``), ``cost.py``, ``models/param_count.py`` and
+``benchmarks/`` all build the state and the step here.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -12,8 +15,10 @@ import jax.numpy as jnp
 import optax
 
 from jpg_jax import decode as decode_lib
+from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import optim as optim_lib
+from jpg_jax import parallel
 from jpg_jax import text
 from jpg_jax.models import jpg as jpg_lib
 
@@ -84,12 +89,71 @@ def make_optimizer(config, params, steps_per_epoch: int, stage: int
   return tx, schedule(o.learning_rate)
 
 
+# ============================================================================================ train state
+def init_variables(model: jpg_lib.JPG, config, rng) -> dict:
+  """The model's variables from one all-zero example of the config's shapes."""
+  d = config.dataset
+  shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.model.label_steps, 1)
+  images = jnp.zeros((1,) + shapes["images"], jnp.float32)
+  reports = jnp.zeros((1,) + shapes["report_ids"], jnp.int32)
+  label_ids = jnp.zeros((1,) + shapes["label_ids"], jnp.int32) if model.use_labeler else None
+  p_rng, d_rng = jax.random.split(rng)
+  return model.init({"params": p_rng, "dropout": d_rng}, images, reports, label_ids)
+
+
+def param_shapes(model: jpg_lib.JPG, config):
+  """The model's parameters as ShapeDtypeStructs (nothing is computed)."""
+  return jax.eval_shape(lambda: init_variables(model, config, jax.random.key(0)))["params"]
+
+
+def train_state(variables: dict, optimizer: optax.GradientTransformation, rng) -> dict:
+  """The train state of given variables: step 0, a fresh optimiser state, the dropout key."""
+  params = variables["params"]
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "batch_stats": variables.get("batch_stats", {}), "opt_state": optimizer.init(params), "rng": rng}
+
+
+def create_train_state(model: jpg_lib.JPG, optimizer: optax.GradientTransformation, config, seed: int,
+                       mesh=None) -> dict:
+  """A freshly initialised train state, replicated over ``mesh`` (all devices by default)."""
+  def init(rng):
+    v_rng, s_rng = jax.random.split(rng)
+    return train_state(init_variables(model, config, v_rng), optimizer, s_rng)
+
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
+
+
+def abstract_train_state(model: jpg_lib.JPG, optimizer: optax.GradientTransformation, config,
+                         mesh=None) -> dict:
+  """The train state's ShapeDtypeStructs (replicated over ``mesh`` where given): what a checkpoint
+  restores into and what ``cost.py`` compiles for."""
+  def init():
+    v_rng, s_rng = jax.random.split(jax.random.key(0))
+    return train_state(init_variables(model, config, v_rng), optimizer, s_rng)
+
+  abstract = jax.eval_shape(init)
+  if mesh is None:
+    return abstract
+  sharding = parallel.replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+
+
+def variables_of(state: dict) -> dict:
+  """What the model applies: parameters and batch statistics."""
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
 # ============================================================================================ losses
+def token_nll(logits, targets, mask):
+  """The masked negative log-likelihood of every target token (float32, shape of ``targets``)."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  return -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0] * mask
+
+
 def masked_nll(logits, targets, mask):
   """R2Gen's LanguageModelCriterion: summed NLL of the masked targets over the mask's sum."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-  nll = -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
-  return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+  return token_nll(logits, targets, mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
 def losses(out: dict, batch: dict, config, stage: int) -> dict:
@@ -138,6 +202,14 @@ def train_step(state: dict, batch: dict, *, model, optimizer, config, stage: int
   return new_state, terms
 
 
+def jit_train_step(model: jpg_lib.JPG, optimizer: optax.GradientTransformation, config, stage: int, mesh):
+  """``train_step`` jitted for ``mesh``: the state replicated (and donated), the batch split over the
+  data axis, the loss terms replicated."""
+  replicated, sharded = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  return jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, config=config, stage=stage),
+                 in_shardings=(replicated, sharded), out_shardings=(replicated, replicated), donate_argnums=0)
+
+
 def predict_reports(variables, images, *, model, beam: int, max_len: int, policy: str = "r2gen"):
   """Test-time outputs: report tokens (beam search) and, with a labeler, label logits and tokens."""
   tokens, out = decode_lib.generate_reports(model, variables, images, beam=beam, max_len=max_len,
@@ -158,10 +230,7 @@ def score_labels(variables, batch, *, model, beam: int):
   """Stage 1's validation: generated labels and class logits, and the teacher-forced label NLL."""
   out = predict_labels(variables, batch["images"], model=model, beam=beam)
   _, token_logits = model.apply(variables, batch["images"], batch["label_ids"], False, method=jpg_lib.JPG.labels)
-  logp = jax.nn.log_softmax(token_logits.astype(jnp.float32))
-  nll = -jnp.take_along_axis(logp, batch["label_ids"][:, 1:, None], -1)[..., 0] * batch["label_mask"][:, 1:]
+  nll = token_nll(token_logits, batch["label_ids"][:, 1:], batch["label_mask"][:, 1:])
   out["label_nll"], out["label_count"] = nll.sum(-1), batch["label_mask"][:, 1:].sum(-1)
   return out
 
-
-# ============================================================================================ checkpoints

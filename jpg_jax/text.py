@@ -21,6 +21,7 @@ import re
 from typing import Iterable, Sequence
 
 import numpy as np
+from etils import epath
 
 UNK = "<unk>"
 BOS_ID = EOS_ID = PAD_ID = 0
@@ -117,12 +118,10 @@ class Vocabulary:
     return cls(json.loads(text)["tokens"])
 
   def save(self, path) -> None:
-    from etils import epath
     epath.Path(path).write_text(self.to_json())
 
   @classmethod
   def load(cls, path) -> "Vocabulary":
-    from etils import epath
     return cls.from_json(epath.Path(path).read_text())
 
   def __eq__(self, other) -> bool:

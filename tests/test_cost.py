@@ -6,14 +6,18 @@ from configs import jpg
 from jpg_jax import cost
 from jpg_jax.models import jpg as jpg_lib
 
+# Compilation only (cost analysis): compile fast (conftest.fast_compile).
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def test_train_step_costs_about_three_forward_passes():
-  """Training = forward + backward (about twice the forward) + the update: between 2x and 4x a forward."""
-  smoke = jpg.get_config("smoke")
+  """Training = forward + backward (about twice the forward) + the update: between 2x and 4x a forward.
+  (BASE's smaller graph: XLA:CPU compiles it in two thirds of JPG's time; the cost analysis is the same.)"""
+  smoke = jpg.get_config("smoke,base")
   step = cost.train_step_cost(smoke, 2, global_batch=4)
   assert step.flops > 1e8 and step.bytes_accessed > 0 and step.stage == 2
   model = jpg_lib.from_config(smoke.model, 761, smoke.labels.num_mined, 64)
-  s, steps = smoke.dataset.image_size, smoke.labels.max_steps
+  s, steps = smoke.dataset.image_size, smoke.model.label_steps
   images, reports = jnp.zeros((4, 2, s, s, 3)), jnp.zeros((4, smoke.dataset.max_seq_length), jnp.int32)
   labels = jnp.zeros((4, steps + 1), jnp.int32)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images, reports, labels))

@@ -19,19 +19,18 @@ from jpg_jax_testing import free_port
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
 SCRIPT = textwrap.dedent("""
-    import functools, json, logging, sys, tempfile, time
+    import json, logging, sys, time
     import jax, numpy as np
     data_dir, layouts = sys.argv[1], sys.argv[2]
     if len(sys.argv) > 3:   # coordinator address, process id: 2 processes
       jax.distributed.initialize(sys.argv[3], num_processes=2, process_id=int(sys.argv[4]))
     from configs import jpg
-    from jpg_jax import input_pipeline as ip, mining, parallel, steps, train
+    from jpg_jax import checkpointing, input_pipeline as ip, mining, parallel, steps
 
-    config = jpg.get_config("smoke")
+    config = jpg.get_config("smoke,base")   # BASE: the smallest graph with BatchNorm over the data axis
     config.unlock(); config.dataset.data_dir = data_dir; config.lock()
-    data = train.load_data(config)
-    patterns, kept, assigned = mining.stage1_labels(config, data.index["train"])
-    targets = ip.Targets(data.vocab, config.dataset.max_seq_length, patterns, 5, assigned)
+    data = ip.load_data(config)
+    targets = mining.targets(config, data.vocab)
     compiles = []   # jax logs each XLA compilation of a jitted function when jax_log_compiles is on
 
     class CountCompiles(logging.Handler):
@@ -44,16 +43,13 @@ SCRIPT = textwrap.dedent("""
     losses = {}
     for n in map(int, layouts.split(",")):
       mesh = parallel.make_mesh(jax.devices()[:n])
-      trainer = train.Trainer(config, tempfile.mkdtemp(), mesh)
-      model = steps.create_model(config, data.vocab, patterns)
-      opt, _ = steps.make_optimizer(config, trainer.param_shapes(model), 6, 2)
-      state = trainer.init_state(model, opt, 0)
-      rep, shard = parallel.replicated(mesh), parallel.data_sharded(mesh)
-      step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=opt, config=config, stage=2),
-                     in_shardings=(rep, shard), out_shardings=(rep, rep), donate_argnums=0)
+      model = steps.create_model(config, data.vocab, None)
+      opt, _ = steps.make_optimizer(config, steps.param_shapes(model, config), 6, 2)
+      state = steps.create_train_state(model, opt, config, 0, mesh)
+      step = steps.jit_train_step(model, opt, config, 2, mesh)
       it = ip.to_iter(ip.train_dataset(data.sources["train"], data.index["train"], targets,
-                                       batch_size=trainer.local_batch, seed=0,
-                                       image=train.image_options(config, True),
+                                       batch_size=parallel.local_batch_size(8, mesh), seed=0,
+                                       image=ip.image_options(config, True),
                                        process_index=jax.process_index(), process_count=jax.process_count()))
       losses[n], before = [], len(compiles)
       for _ in range(5):
@@ -69,7 +65,7 @@ SCRIPT = textwrap.dedent("""
     if jax.process_count() > 1:
       # A preemption notice on host 1 only: both hosts must stop at the same training step.
       import os, signal
-      preemption = train.Preemption()
+      preemption = checkpointing.Preemption()
       with preemption:
         for call in range(1, 200):
           if call == 3 and jax.process_index() == 1:
@@ -134,15 +130,16 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(tiny_synthetic
 # ------------------------------------------------------------------ the main job on 2 processes
 def _launch(workdir, data_dir, log_dir, tag: str) -> list:
   address = f"localhost:{free_port()}"
-  # A persistent compilation cache spares the restarts most of their compile time (as on a pod).
+  # No persistent compilation cache: JAX writes it from process 0 only, so a restart's process 0 finds its
+  # programs there while process 1 compiles them, and the first collective (gloo) gives up on a host more
+  # than 30 s late. Both processes compile alike, in both starts.
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=os.path.join(log_dir, "jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+             JAX_ENABLE_COMPILATION_CACHE="false")
   procs = []
   for p in range(2):
     log = open(os.path.join(log_dir, f"{tag}{p}.log"), "w")
     procs.append(subprocess.Popen(
-        [sys.executable, "-m", "jpg_jax.main", "--config=configs/jpg.py:smoke", f"--workdir={workdir}",
+        [sys.executable, "-m", "jpg_jax.main", "--config=configs/jpg.py:smoke,base", f"--workdir={workdir}",
          f"--config.dataset.data_dir={data_dir}", "--config.train.log_every_steps=1",
          "--config.train.stage2_epochs=1", "--config.train.eval_every_epochs=0.5",
          f"--coordinator_address={address}", "--num_processes=2",
@@ -190,7 +187,10 @@ def _train_losses(history) -> dict:
 
 def test_killed_hosts_resume_from_the_checkpoint_and_replay_the_same_losses(tiny_synthetic, tmp_path):
   """The main job on 2 processes x 4 devices; both are killed (SIGKILL, no goodbye) two steps past a
-  stage-2 checkpoint; restarted, they resume there, replay the same losses and finish with results."""
+  stage-2 checkpoint; restarted, they resume there, replay the same losses and finish with results.
+  BASE, whose compilation on two processes of two cores takes a third less than JPG's: both stages run
+  the same loop and checkpoints (``train.run_stage``), and the evaluators' gathering over hosts is
+  ``evaluators/common.py`` for both."""
   data_dir, _ = tiny_synthetic
   workdir, logs = str(tmp_path / "run"), str(tmp_path)
   procs = _launch(workdir, data_dir, logs, "first")

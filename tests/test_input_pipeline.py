@@ -14,7 +14,7 @@ def split(tiny_synthetic):
   index = ip.SplitIndex.read(source)
   vocab = text.Vocabulary.build(index.reports, threshold=1)
   patterns, kept, counts = labels.select_simple_patterns(index.mesh, num_patterns=5, depth=2)
-  targets = ip.Targets(vocab, 60, labels.LabelSet(patterns, counts))
+  targets = ip.Targets(vocab, 60, 5, labels.LabelSet(patterns, counts))
   return source, index, targets, kept
 
 
@@ -121,7 +121,7 @@ def test_resize_shorter_keeps_aspect():
 def test_assigned_labels_set_the_gru_target_and_never_the_heads(split):
   source, index, targets, _ = split
   label = targets.label_set.labels[1]
-  t = ip.Targets(targets.vocab, 60, targets.label_set, assigned={index.ids[0]: label})
+  t = ip.Targets(targets.vocab, 60, 5, targets.label_set, assigned={index.ids[0]: label})
   out = t(index, 0)
   assert targets.label_set.decode_sequence(out["label_ids"][1:]) == label
   # The head's target is the report's own terms, whatever the assignment (training = evaluation truth).

@@ -8,8 +8,9 @@ def test_mesh_term_to_tokens():
   assert labels.mesh_term_to_tokens("Calcified Granuloma/lung/upper lobe/right") == (
       "calcified_granuloma", "lung", "upper_lobe", "right")
   assert labels.mesh_term_to_tokens("Catheters, Indwelling/right") == ("catheters_indwelling", "right")
-  assert labels.mesh_term_to_tokens("Opacity/lung/base/bilateral/interstitial/diffuse") == (
+  assert labels.mesh_term_to_tokens("Opacity/lung/base/bilateral/interstitial/diffuse", 5) == (
       "opacity", "lung", "base", "bilateral", "interstitial")
+  assert len(labels.mesh_term_to_tokens("Opacity/lung/base/bilateral/interstitial/diffuse")) == 6
   assert labels.mesh_term_to_tokens("Technical Quality of Image Unsatisfactory ") == (
       "technical_quality_of_image_unsatisfactory",)
 
@@ -45,10 +46,10 @@ def test_label_set_targets_and_round_trip():
   assert labels.agrees(("calcified_granuloma", "lung"), terms)
   assert not labels.agrees(("calcified_granuloma", "lung", "lower_lobe"), terms)
   assert not labels.agrees(("opacity", "lung"), terms) and not labels.agrees((), terms)
-  ids, mask = ls.encode_sequence(("calcified_granuloma", "lung", "upper_lobe"))
+  ids, mask = ls.encode_sequence(("calcified_granuloma", "lung", "upper_lobe"), 5)
   assert ids.shape == (6,) and mask.tolist() == [1, 1, 1, 1, 1, 0]
   assert ls.decode_sequence(ids[1:]) == ("calcified_granuloma", "lung", "upper_lobe")
-  assert ls.encode_sequence(None)[1].sum() == 0
+  assert ls.encode_sequence(None, 5)[1].sum() == 0
   again = labels.LabelSet.from_json(ls.to_json())
   assert again == ls and again.counts[("normal",)] == 5
   with pytest.raises(ValueError):

@@ -48,6 +48,19 @@ def test_mined_labels_agree_with_their_reports_and_contradicting_ones_never_beco
   assert summary["agreeing"] == 4 and summary["mined"] == 3 and "fewer than" in summary["warning"]
 
 
+def test_mining_with_no_agreeing_label_falls_back_on_the_patterns_and_says_so(tmp_path):
+  config = jpg.get_config("smoke")
+  index = _index([GRANULOMA, OPACITY, NORMAL])
+  wrong = ("opacity", "lung", "base", "right")   # agrees with none of the three
+  label_set, assigned, summary = mining.mine(config, index, {rid: wrong for rid in index.ids}, _patterns())
+  assert label_set == _patterns() and summary["mined"] == 0 and "No label was mined" in summary["warning"]
+  assert assigned == {"r0": ("calcified_granuloma", "lung"), "r1": ("opacity", "lung"), "r2": ("normal",)}
+  assert label_set.tokens == _patterns().tokens   # the GRU's vocabulary carries over
+  mining.write_mined(tmp_path / "labels", label_set, summary)
+  assert labels.LabelSet.load(tmp_path / "labels" / "mined.json") == label_set
+  assert (tmp_path / "labels" / "mined.txt").read_text().startswith("# 3 context-aware labels mined from 3")
+
+
 def test_ground_truth_falls_back_on_the_stage1_pattern_then_none():
   index = _index([["Calcified Granuloma/lung/base/left"], ["Cardiomegaly/mild"]])
   mined = labels.LabelSet([("calcified_granuloma", "lung", "upper_lobe")])
@@ -61,8 +74,8 @@ def test_head_training_targets_equal_evaluation_truth():
   mined = labels.LabelSet([("normal",), ("opacity", "lung", "base", "left")], None, _patterns().vocab.idx2token.values())
   generated = {"r0": ("normal",), "r1": ("opacity", "lung", "base", "left"), "r2": ("normal",)}
   assigned = mining.stage2_assigned(index, generated, mined, _patterns())
-  train = ip.Targets(vocab, 10, mined, 5, assigned)
-  evaluation = ip.Targets(vocab, 10, mined, 5)
+  train = ip.Targets(vocab, 10, 5, mined, assigned)
+  evaluation = ip.Targets(vocab, 10, 5, mined)
   for i in range(len(index)):
     np.testing.assert_array_equal(train(index, i)["label_targets"], evaluation(index, i)["label_targets"])
     np.testing.assert_array_equal(train(index, i)["label_targets"], mined.multi_hot(index.mesh[i]))
@@ -87,7 +100,7 @@ def test_normal_dropout_stream_is_the_same_on_any_number_of_hosts(tiny_synthetic
   config = jpg.get_config("smoke")
   source = ip.open_split(config.dataset.name, "train", data_dir)
   index = ip.SplitIndex.read(source)
-  targets = ip.Targets(text.Vocabulary.build(index.reports, 1), 40)
+  targets = ip.Targets(text.Vocabulary.build(index.reports, 1), 40, 5)
   normals = [i for i in range(len(index)) if not labels.is_indexed(index.mesh[i]) or
              labels.simple_pattern(index.mesh[i]) == labels.NORMAL]
   opts = ip.ImageOptions(32, 36, False)

@@ -1,21 +1,29 @@
 """End to end on the tiny synthetic set: both stages, mining, test results, evaluate, predict; resume,
 preemption, NaN and config checks."""
 
+import collections
 import html
 import json
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from configs import jpg
+from jpg_jax import checkpointing
 from jpg_jax import evaluate
+from jpg_jax import inference
 from jpg_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke_config(data_dir, *variants):
@@ -26,12 +34,41 @@ def smoke_config(data_dir, *variants):
   return config
 
 
+class _Lowerings:
+  """Counts the programs jit lowers, by name, while active: each one XLA compiles or fetches from the
+  persistent compilation cache (jax.monitoring's jaxpr -> MLIR event fires either way)."""
+
+  def __init__(self):
+    self.names = collections.Counter()
+
+  def __call__(self, event, duration, **kwargs):
+    if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+      self.names[kwargs.get("fun_name", "?")] += 1
+
+  def __enter__(self):
+    jax.clear_caches()   # every run starts from empty in-memory caches, as a new process does
+    jax.monitoring.register_event_duration_secs_listener(self)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self)
+
+
 @pytest.fixture(scope="module")
-def run(tiny_synthetic, tmp_path_factory):
+def run_programs():
+  """The programs the ``run`` fixture's run lowered, by name."""
+  return collections.Counter()
+
+
+@pytest.fixture(scope="module")
+def run(tiny_synthetic, tmp_path_factory, run_programs):
+  """The smoke config end to end (stage 1: 4 steps, 4 validations; stage 2: 12 steps, 2 validations)."""
   data_dir, _ = tiny_synthetic
   workdir = tmp_path_factory.mktemp("run")
   config = smoke_config(data_dir)
-  metrics = train.train_and_evaluate(config, str(workdir))
+  with _Lowerings() as lowered:
+    metrics = train.train_and_evaluate(config, str(workdir))
+  run_programs.update(lowered.names)
   return config, workdir, metrics
 
 
@@ -58,7 +95,7 @@ def test_results_files(run):
   for stage in ("stage1", "stage2"):
     assert any(p.name.isdigit() for p in (workdir / stage).iterdir())
   # A new process finds the same best checkpoint (metrics persisted with each checkpoint).
-  assert train.StageCheckpoints(workdir / "stage2", 2, "BLEU_4").best_step() == saved["checkpoint_step"]
+  assert checkpointing.StageCheckpoints(workdir / "stage2", 2, "BLEU_4").best_step() == saved["checkpoint_step"]
   history = [json.loads(l) for l in (workdir / "logs" / "history.jsonl").read_text().splitlines()]
   assert any("stage2/train_report_loss" in h for h in history)
   assert any(p.name.startswith("events.out.tfevents") for p in (workdir / "logs").iterdir())
@@ -66,7 +103,7 @@ def test_results_files(run):
 
 def test_evaluate_rescoring_matches(run):
   config, workdir, metrics = run
-  again = train.evaluate_checkpoint(config, str(workdir))
+  again = inference.evaluate_checkpoint(config, str(workdir))
   for key in evaluate.CAPTION_KEYS:
     assert again[key] == pytest.approx(metrics[key], abs=1e-6)
 
@@ -78,12 +115,12 @@ def test_predict_two_images(run, tmp_path):
     p = tmp_path / f"view{k}.png"
     Image.fromarray((np.random.default_rng(k).random((80, 70)) * 255).astype(np.uint8)).save(p)
     paths.append(str(p))
-  result = train.predict(config, str(workdir), paths, str(tmp_path / "out"))
+  result = inference.predict(config, str(workdir), paths, str(tmp_path / "out"))
   assert isinstance(result["report"], str) and "predicted_labels" in result
   assert (tmp_path / "out" / "attention.png").exists() == bool(result["report"])
   assert json.loads((tmp_path / "out" / "prediction.json").read_text())["report"] == result["report"]
   with pytest.raises(ValueError, match="frontal and the lateral"):
-    train.predict(config, str(workdir), paths[:1])
+    inference.predict(config, str(workdir), paths[:1])
 
 
 def test_attention_maps_for_given_words(run, tmp_path):
@@ -91,10 +128,11 @@ def test_attention_maps_for_given_words(run, tmp_path):
   import jax.numpy as jnp
   from jpg_jax import attention
   config, workdir, _ = run
-  _, model, state, _, _, _ = train.restore_for_inference(config, str(workdir))
+  restored = inference.restore_for_inference(config, str(workdir))
+  assert set(restored.variables) == {"params", "batch_stats"}   # no optimiser state is read
   size = config.dataset.image_size
   images = jnp.zeros((1, 2, size, size, 3))
-  maps = attention.word_attention(model, train.variables_of(state), images, np.array([3, 4, 5, 0, 0]))
+  maps = attention.word_attention(restored.model, restored.variables, images, np.array([3, 4, 5, 0, 0]))
   assert maps.shape[:2] == (3, 2) and np.all(maps >= 0) and np.all(maps.sum(axis=(1, 2, 3)) <= 1 + 1e-5)
   views = [np.zeros((size, size), np.uint8)] * 2
   attention.save_attention_png(tmp_path / "a.png", views, ["w1", "w2", "w3"], maps)
@@ -119,14 +157,37 @@ def test_resume_gives_the_same_losses(tiny_synthetic, tmp_path):
   config.train.eval_every_epochs = 1.0
   config.lock()
   train.train_and_evaluate(config, str(tmp_path / "a"))
-  with pytest.raises(SystemExit):
-    train.train_and_evaluate(config, str(tmp_path / "b"), stop_at_step=(2, 4))
+  with pytest.raises(checkpointing.Preempted):   # a hook stops the run as a preemption notice does
+    train.train_and_evaluate(config, str(tmp_path / "b"), hooks=[lambda stage, step: (stage, step) == (2, 4)])
   assert (tmp_path / "b" / "stage2" / "4").exists()
   train.train_and_evaluate(config, str(tmp_path / "b"))
   a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
   assert sorted(a) == list(range(1, 10)) and sorted(b) == sorted(a)
   for step in a:
     assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
+def _validations(workdir) -> list[int]:
+  history = [json.loads(l) for l in (workdir / "logs" / "history.jsonl").read_text().splitlines()]
+  return [sum(f"{stage}/val_{metric}" in h for h in history)
+          for stage, metric in (("stage1", "pattern_macro_f1"), ("stage2", "BLEU_4"))]
+
+
+def test_more_validations_compile_no_more_programs(run, run_programs, tmp_path):
+  """The ``run`` fixture validated both stages twice as often as this run: the same programs, each lowered
+  as often; the evaluators' (stage 1's label scoring, stage 2's beam search, shared with the test) once."""
+  config, workdir, _ = run
+  config = smoke_config(config.dataset.data_dir)
+  config.unlock()
+  config.train.eval_every_epochs = 2 * config.train.eval_every_epochs
+  config.lock()
+  with _Lowerings() as lowered:
+    train.train_and_evaluate(config, str(tmp_path))
+  fewer, more = _validations(tmp_path), _validations(workdir)
+  assert more == [2 * n for n in fewer] and min(fewer) >= 1, (fewer, more)
+  assert lowered.names == run_programs
+  assert run_programs["jit(score_labels)"] == 1 and run_programs["jit(predict_reports)"] == 1
+  assert run_programs["jit(train_step)"] == 2   # one per stage
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_synthetic, tmp_path):
@@ -150,16 +211,16 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_synthetic, tmp_path):
 
 def test_workdir_of_another_config_refuses_to_resume(tiny_synthetic, tmp_path):
   data_dir, _ = tiny_synthetic
-  train.check_workdir_config(smoke_config(data_dir), tmp_path)
+  checkpointing.check_workdir_config(smoke_config(data_dir), tmp_path)
   other = smoke_config(data_dir)
   other.unlock()
   other.optim.learning_rate = 1.0
   other.lock()
   with pytest.raises(ValueError, match="optim.learning_rate"):
-    train.check_workdir_config(other, tmp_path)
+    checkpointing.check_workdir_config(other, tmp_path)
   other.unlock()
   other.train.allow_config_change = True
-  train.check_workdir_config(other, tmp_path)
+  checkpointing.check_workdir_config(other, tmp_path)
 
 
 def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tiny_synthetic, tmp_path):
@@ -177,13 +238,16 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tiny_synthetic, tmp_pat
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 143, err[-3000:]
   assert "checkpoint" in err and "SIGTERM" in err
+  # Quiet by default: INFO lines come from jpg-jax's own modules only (orbax alone writes ~150 a checkpoint).
+  ours = {p.name for p in pathlib.Path(ROOT, "jpg_jax").rglob("*.py")}
+  info = [l for l in err.splitlines() if re.match(r"I\d{4} ", l)]
+  assert info and all(re.search(r" (\S+\.py):\d+\] ", l).group(1) in ours for l in info), info[:5]
   steps = [int(p.name) for p in (tmp_path / "stage2").iterdir() if p.name.isdigit()]
   last = max(_losses(tmp_path))
   assert last in steps and last < 120
 
 
 # ------------------------------------------------------------------ results tools (jpg_jax/results.py)
-ROOT = os.path.dirname(os.path.dirname(__file__))
 
 
 def _tool(name, *args):

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 from PIL import Image
 
 VIEWS = ("frontal", "lateral")
@@ -42,7 +43,6 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def read_grayscale_png(path, report_id: str) -> bytes:
   """The file's PNG bytes, as a single-channel PNG. Raises BadImageError naming file and report."""
-  from etils import epath
   path = epath.Path(path)
   try:
     data = path.read_bytes()

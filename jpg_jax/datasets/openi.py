@@ -15,6 +15,8 @@ import tarfile
 import xml.etree.ElementTree as ET
 from typing import Iterable, Sequence
 
+from etils import epath
+
 REPORTS_URL = "https://openi.nlm.nih.gov/imgs/collections/NLMCXR_reports.tgz"
 IMAGES_URL = "https://openi.nlm.nih.gov/imgs/collections/NLMCXR_png.tgz"
 REPORTS_ARCHIVE = "NLMCXR_reports.tgz"
@@ -59,7 +61,6 @@ def parse_report_xml(data: bytes | str, uid: str | None = None) -> Report:
 
 def read_reports_archive(path) -> dict[str, Report]:
   """All reports of ``NLMCXR_reports.tgz`` (3955), keyed by uid."""
-  from etils import epath
   reports = {}
   with epath.Path(path).open("rb") as f, tarfile.open(fileobj=f, mode="r:*") as tar:
     for member in tar:

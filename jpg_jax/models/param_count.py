@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
+from jpg_jax import steps
 from jpg_jax.models import jpg as jpg_lib
 
 
 def abstract_variables(config, vocab_size: int, num_label_tokens: int):
   model = jpg_lib.from_config(config.model, vocab_size, config.labels.num_mined, num_label_tokens)
-  s, steps, length = config.dataset.image_size, config.model.label_steps, config.dataset.max_seq_length
-  args = (jnp.zeros((1, 2, s, s, 3)), jnp.zeros((1, length), jnp.int32), jnp.zeros((1, steps + 1), jnp.int32))
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), *args))
+  return jax.eval_shape(lambda: steps.init_variables(model, config, jax.random.key(0)))
 
 
 def counts(variables) -> dict[str, int]:

@@ -23,7 +23,7 @@ from PIL import Image
 
 from jpg_jax import input_pipeline as ip
 from jpg_jax import text
-from jpg_jax import train
+from jpg_jax import inference
 from jpg_jax.datasets import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)
@@ -54,7 +54,7 @@ def main(argv):
   config = _CONFIG.value
   views, cleaned = example_views(config, _SPLIT.value, _ID.value)
   out_dir = os.path.dirname(os.path.abspath(_OUTPUT.value))
-  result = train.predict_views(config, _WORKDIR.value, views, out_dir, _OUTPUT.value)
+  result = inference.predict_views(config, _WORKDIR.value, views, out_dir, _OUTPUT.value)
   vocab = text.Vocabulary.load(os.path.join(_WORKDIR.value, "vocab.json"))
   result.update(id=_ID.value, reference=vocab.reference(cleaned, config.dataset.max_seq_length))
   with open(os.path.join(out_dir, "prediction.json"), "w") as f:

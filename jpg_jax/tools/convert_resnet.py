@@ -13,8 +13,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import app
 from absl import flags
+from etils import epath
 
 from jpg_jax.models import resnet
 from jpg_jax.tools import convert_torch
@@ -42,8 +44,6 @@ def load_torch_state_dict(path: str) -> dict:
 
 
 def save(variables: dict, output: str) -> None:
-  import orbax.checkpoint as ocp
-  from etils import epath
   path = epath.Path(output).absolute()
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(path, jax.tree.map(np.asarray, variables), force=True)
@@ -51,8 +51,6 @@ def save(variables: dict, output: str) -> None:
 
 def restore(path: str, depth: int) -> dict:
   """The converted variables, shaped as ResNet-``depth``'s (``params`` and ``batch_stats``)."""
-  import orbax.checkpoint as ocp
-  from etils import epath
   with ocp.StandardCheckpointer() as ckpt:
     return ckpt.restore(epath.Path(path).absolute(), resnet_template(depth))
 

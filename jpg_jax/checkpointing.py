@@ -1,0 +1,172 @@
+"""Checkpoints of both training stages, preemption, and the workdir's config guard.
+
+A workdir holds ``config.json`` (the config that wrote it; ``check_workdir_config`` refuses to resume
+under another), ``stage1/`` and ``stage2/`` (one orbax ``CheckpointManager`` each: ``StageCheckpoints``)
+and, after a run, ``labels/``, ``logs/`` and ``results/``. A preemption notice (SIGTERM, or JAX's
+preemption service on a pod) or a hook's request makes the stage loop write a checkpoint and raise
+``Preempted``, which ``main`` turns into exit status 143.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+STATE, DATA, META = "state", "data", "meta"   # a checkpoint's items
+
+
+class Preempted(Exception):
+  """The run stopped at a checkpoint on request (SIGTERM, a preemption notice, a hook); rerunning the
+  same command resumes there."""
+
+
+# ============================================================================================ the workdir's config
+def config_fingerprint(config) -> str:
+  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  return {k2: v2 for k, v in d.items() for k2, v2 in (
+      _flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+
+
+def check_workdir_config(config, workdir: epath.Path) -> None:
+  """A workdir written by a different config refuses to resume unless ``train.allow_config_change``;
+  otherwise (process 0) the config is written to ``DIR/config.json``, unless it is there already."""
+  path = workdir / "config.json"
+  current = config.to_json(sort_keys=True, indent=1)
+  if path.exists() and path.read_text() != current and not config.train.allow_config_change:
+    old, new = _flat(json.loads(path.read_text())), _flat(json.loads(current))
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise ValueError(f"{workdir} was written by a different config (differs in {diff}); use another "
+                     f"workdir or set --config.train.allow_config_change=True to resume anyway.")
+  if jax.process_index() == 0 and not (path.exists() and path.read_text() == current):
+    # Written whole or not at all (a rename): the other hosts read this file at the same time.
+    workdir.mkdir(parents=True, exist_ok=True)
+    partial = workdir / "config.json.tmp"
+    partial.write_text(current)
+    partial.replace(path)
+
+
+# ============================================================================================ stage checkpoints
+class StageCheckpoints:
+  """An orbax CheckpointManager per stage: the last N checkpoints plus the best on validation.
+
+  Items: ``state`` (step, params, batch_stats, opt_state, rng), ``data`` (the grain iterator's position)
+  and ``meta`` (stage, config fingerprint, vocabulary, label set, validation metrics). Every process calls
+  save and restore (orbax writes each host's shards of ``state``; the JSON items come from process 0:
+  all hosts' iterators are at the same position of the global order, see ``ip.train_dataset``). The
+  directory may be local, shared or ``gs://``.
+  """
+
+  def __init__(self, directory: epath.Path, keep: int, metric: str):
+    self.directory = directory
+    self.metric = metric
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(keep),
+        ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[metric], reverse=False, n=1,
+                                      keep_checkpoints_without_metrics=False),
+    ])
+    # best_fn makes orbax write each checkpoint's metrics to disk, so that a new process (a resumed run,
+    # --mode=evaluate/predict) knows which checkpoint is the best and the preservation policy keeps it.
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+                                           best_fn=lambda m: m[metric], best_mode="max")
+    self.manager = ocp.CheckpointManager(
+        directory if "://" in str(directory) else directory.absolute(), options=options,
+        item_names=(STATE, DATA, META))
+
+  def save(self, step: int, state, data_state, meta: dict, metrics: dict | None = None):
+    self.manager.save(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardSave(state), DATA: ocp.args.JsonSave(data_state),
+        META: ocp.args.JsonSave(meta)}), metrics=metrics, force=True)
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def best_step(self):
+    """The step with the highest validation metric; the latest step when none has one.
+
+    Metrics come from orbax (in memory, or its ``metrics`` item on disk) and, for checkpoints written
+    before metrics were persisted, from the ``meta`` item's ``val``.
+    """
+    known = {c.step: c.metrics for c in self.manager._checkpoints}  # noqa: SLF001
+    scored = {}
+    for step in self.manager.all_steps():
+      metrics = known.get(step) or self._meta_metrics(step)
+      if metrics and self.metric in metrics:
+        scored[step] = metrics[self.metric]
+    return max(scored, key=lambda s: (scored[s], -s)) if scored else self.manager.latest_step()
+
+  def _meta_metrics(self, step: int) -> dict | None:
+    return self.restore_meta(step).get("val")
+
+  def restore_meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+
+  def restore(self, step: int, abstract_state):
+    """The whole train state, the data iterator's position and the meta item of ``step``."""
+    r = self.manager.restore(step, args=ocp.args.Composite(**{
+        STATE: ocp.args.StandardRestore(abstract_state), DATA: ocp.args.JsonRestore(),
+        META: ocp.args.JsonRestore()}))
+    return r[STATE], r[DATA], r[META]
+
+  def restore_variables(self, step: int, abstract_variables: dict) -> dict:
+    """``params`` and ``batch_stats`` of ``step`` only (inference): the optimiser state, the largest part
+    of a checkpoint, is neither read nor needed."""
+    args = ocp.args.PyTreeRestore(item=abstract_variables, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables))
+    return self.manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()
+
+
+# ============================================================================================ preemption
+class Preemption:
+  """A preemption notice (SIGTERM) makes the training loop write a checkpoint and stop.
+
+  One process: a SIGTERM handler sets a flag. Several processes: JAX's preemption service (started with
+  ``jax.distributed``) takes the notice on whichever host gets it, and ``reached()`` turns true on every
+  host at the same training step (``multihost_utils.reached_preemption_sync_point``), so that all hosts
+  write the same checkpoint. The sync point counts calls over the whole run (both stages), the same on
+  every host, so a notice near the end of stage 1 stops the run early in stage 2.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self.calls = 0
+    self._previous = None
+
+  def __enter__(self):
+    if jax.process_count() == 1:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:   # Not the main thread: no handler.
+        self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    logging.warning("SIGTERM received: checkpointing before exit.")
+    self.requested = True
+
+  def reached(self) -> bool:
+    """Called once per training step on every host."""
+    self.calls += 1
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(self.calls)
+    return self.requested
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
