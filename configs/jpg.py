@@ -45,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ------------------------------------------------------------------ model (Sec. 3, 4.4; jpg_jax/models/jpg.py)
   c.model = ml_collections.ConfigDict()
   c.model.resnet_depth = 101
+  c.model.resnet_width = 64        # torchvision's ResNets (the smoke config narrows it)
   c.model.frozen_extractor = False
   c.model.extractor_batch = "per_view"  # R2Gen runs the extractor once per view (BatchNorm per view)
   c.model.cached_features = False   # inputs are precomputed patch grids of a frozen extractor
@@ -149,6 +150,7 @@ def _apply(c: ml_collections.ConfigDict, variant: str) -> None:
     c.labels.num_patterns = 5
     c.labels.num_mined = 8
     c.model.resnet_depth = 10
+    c.model.resnet_width = 16        # 1/16 of ResNet-10's parameters: small checkpoints, fast steps
     c.model.num_bases = 16
     c.model.d_model = c.model.d_ff = c.model.label_hidden = 32
     c.model.num_heads = 4

@@ -47,10 +47,7 @@ def restore_for_inference(config, workdir, mesh=None) -> Restored:
   vocab = text.Vocabulary.load(workdir / "vocab.json")
   label_set = labels_lib.LabelSet.load(workdir / "labels" / "mined.json") if config.model.use_labeler else None
   model = steps.create_model(config, vocab, label_set)
-  sharding = parallel.replicated(mesh)
-  abstract = jax.eval_shape(lambda: steps.init_variables(model, config, jax.random.key(0)))
-  abstract = {k: v for k, v in abstract.items() if k in ("params", "batch_stats") and v}
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+  abstract = steps.abstract_variables(model, config, mesh)
   ckpt = checkpointing.StageCheckpoints(workdir / "stage2", config.train.keep_checkpoints,
                                         config.train.stage2_select_metric)
   try:

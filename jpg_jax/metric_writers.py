@@ -15,7 +15,6 @@ from typing import Any, Mapping
 
 from absl import logging
 from etils import epath
-from tensorboardX import SummaryWriter
 
 
 class LoggingWriter:
@@ -38,6 +37,7 @@ class LoggingWriter:
 
 class TensorBoardWriter:
   def __init__(self, logdir: str):
+    from tensorboardX import SummaryWriter   # imports torch where it is installed: 4 s, for writers only
     self._writer = SummaryWriter(logdir, flush_secs=30)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):

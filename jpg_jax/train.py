@@ -240,6 +240,9 @@ def with_pretrained_extractor(state: dict, config, mesh) -> dict:
   (a ``tools/convert_resnet`` output), where one is set."""
   if not config.resnet_checkpoint:
     return state
+  if config.model.resnet_width != 64:
+    raise ValueError(f"resnet_checkpoint holds torchvision's ResNet (width 64); model.resnet_width is "
+                     f"{config.model.resnet_width}.")
   from jpg_jax.tools import convert_resnet   # a tool module: importing it defines its command-line flags
   converted = convert_resnet.restore(config.resnet_checkpoint, config.model.resnet_depth)
   state = dict(state, params=dict(state["params"], visual_extractor=converted["params"]),

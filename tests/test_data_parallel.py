@@ -17,6 +17,9 @@ from etils import epath
 from jpg_jax_testing import free_port
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
+# Every process here compiles its programs for a few steps: XLA with most optimisations off (as the
+# ``fast_compile`` fixture), in all of them, so that the losses compared come from the same arithmetic.
+FAST_COMPILE = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "true"}
 
 SCRIPT = textwrap.dedent("""
     import json, logging, sys, time
@@ -82,7 +85,8 @@ SCRIPT = textwrap.dedent("""
 def _run(args, devices: int, processes: int = 1, tmp_dir: str = "") -> list[dict]:
   """Runs SCRIPT in ``processes`` processes; their output goes to files (full pipes would block a
   process inside a collective and stall the others)."""
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+             **FAST_COMPILE)
   extra = [[]]
   if processes > 1:
     address = f"localhost:{free_port()}"
@@ -130,11 +134,13 @@ def test_two_processes_of_four_devices_match_one_process_of_eight(tiny_synthetic
 # ------------------------------------------------------------------ the main job on 2 processes
 def _launch(workdir, data_dir, log_dir, tag: str) -> list:
   address = f"localhost:{free_port()}"
-  # No persistent compilation cache: JAX writes it from process 0 only, so a restart's process 0 finds its
-  # programs there while process 1 compiles them, and the first collective (gloo) gives up on a host more
-  # than 30 s late. Both processes compile alike, in both starts.
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-             JAX_ENABLE_COMPILATION_CACHE="false")
+  # No persistent compilation cache: JAX writes it from process 0 only, and on CPU each process's cache
+  # key differs (it hashes the process's own devices), so a restart's process 0 would find its programs
+  # there while process 1 compiles them, and the first collective (gloo) gives up on a host more than
+  # 30 s late. For the same reason ``jax_share_binary_between_hosts`` would leave process 1 waiting for a
+  # binary under a key process 0 never writes. Both processes compile alike, in both starts.
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
+             JAX_ENABLE_COMPILATION_CACHE="false", **FAST_COMPILE)
   procs = []
   for p in range(2):
     log = open(os.path.join(log_dir, f"{tag}{p}.log"), "w")
@@ -186,8 +192,9 @@ def _train_losses(history) -> dict:
 
 
 def test_killed_hosts_resume_from_the_checkpoint_and_replay_the_same_losses(tiny_synthetic, tmp_path):
-  """The main job on 2 processes x 4 devices; both are killed (SIGKILL, no goodbye) two steps past a
-  stage-2 checkpoint; restarted, they resume there, replay the same losses and finish with results.
+  """The main job on 2 processes of 1 device each (2 x 4 devices is the test above); both are killed
+  (SIGKILL, no goodbye) two steps past a stage-2 checkpoint; restarted, they resume there, replay the
+  same losses and finish with results.
   BASE, whose compilation on two processes of two cores takes a third less than JPG's: both stages run
   the same loop and checkpoints (``train.run_stage``), and the evaluators' gathering over hosts is
   ``evaluators/common.py`` for both."""

@@ -1,6 +1,7 @@
 """Beam search: exact on a tiny vocabulary (against exhaustive search), greedy at beam 1, and JPG's
 cached decoding."""
 
+import functools
 import itertools
 
 import jax
@@ -149,9 +150,12 @@ def test_jpg_beam_search_scores_match_teacher_forcing():
   model = jpg_lib.JPG(vocab_size=7, num_labels=3, num_label_tokens=6, resnet_depth=10, num_bases=8,
                       d_model=16, d_ff=16, num_heads=2, num_layers=1, label_hidden=16)
   images = jax.random.normal(jax.random.key(0), (2, 2, 32, 32, 3))
-  variables = model.init(jax.random.key(1), images, jnp.zeros((2, 6), jnp.int32), jnp.zeros((2, 6), jnp.int32))
+  # Each model call jitted: run eagerly, they dispatch hundreds of small programs, each compiled apart.
+  variables = jax.jit(model.init)(jax.random.key(1), images, jnp.zeros((2, 6), jnp.int32),
+                                  jnp.zeros((2, 6), jnp.int32))
   beam, max_len = 3, 6
-  memory, mask, _ = model.apply(variables, images, False, method=jpg_lib.JPG.encode)
+  memory, mask, _ = jax.jit(functools.partial(model.apply, method=jpg_lib.JPG.encode),
+                            static_argnums=2)(variables, images, False)
   mem_t, mask_t = decode.tile_beams((memory, mask), beam)
   cache = decode.init_cache(model, variables, mem_t, mask_t, max_len)
   tokens, scores, _, _ = decode.beam_search(decode.report_step_fn(model, variables, mem_t, mask_t), cache, 2,
@@ -164,10 +168,11 @@ def test_jpg_beam_search_scores_match_teacher_forcing():
     logp = jax.nn.log_softmax(logits[0])
     total = sum(float(logp[k, seq[k]]) for k in range(n))
     np.testing.assert_allclose(scores[b], total, rtol=1e-4, atol=1e-4)
-  generated, _ = decode.generate_reports(model, variables, images, beam=beam, max_len=max_len)
+  generate = jax.jit(functools.partial(decode.generate_reports, model), static_argnames=("beam", "max_len"))
+  generated, _ = generate(variables, images, beam=beam, max_len=max_len)
   np.testing.assert_array_equal(generated, tokens)
   # Greedy through the cache equals argmax decoding with the full (uncached) decoder.
-  greedy, _ = decode.generate_reports(model, variables, images, beam=1, max_len=max_len)
+  greedy, _ = generate(variables, images, beam=1, max_len=max_len)
   ids = jnp.zeros((2, 1), jnp.int32)
   for _ in range(max_len):
     logits = model.apply(variables, ids, memory, mask, False, method=jpg_lib.JPG.decode)

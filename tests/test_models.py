@@ -188,11 +188,14 @@ def test_label_token_mask_stops_at_first_eos():
                                 [[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]])
 
 
-@pytest.mark.parametrize("depth, channels", [(10, 512), (18, 512), (34, 512), (50, 2048)])
-def test_resnet_depths(depth, channels):
-  v = jax.eval_shape(lambda: resnet.ResNet(depth).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
-  out = jax.eval_shape(lambda v: resnet.ResNet(depth).apply(v, jnp.zeros((1, 64, 64, 3))), v)
-  assert out.shape == (1, 2, 2, channels) and resnet.out_channels(depth) == channels
+@pytest.mark.parametrize("depth, width, channels", [(10, 64, 512), (18, 64, 512), (34, 64, 512),
+                                                     (50, 64, 2048), (10, 16, 128), (50, 16, 512)])
+def test_resnet_depths_and_widths(depth, width, channels):
+  net = resnet.ResNet(depth, width=width)
+  v = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+  out = jax.eval_shape(lambda v: net.apply(v, jnp.zeros((1, 64, 64, 3))), v)
+  assert out.shape == (1, 2, 2, channels) and resnet.out_channels(depth, width) == channels
+  assert v["params"]["conv1"]["kernel"].shape == (7, 7, 3, width)
 
 
 @pytest.mark.parametrize("similarity", ["dot", "scaled_dot", "cosine"])

@@ -148,23 +148,53 @@ def _losses(workdir, stage="stage2"):
   return out
 
 
-def test_resume_gives_the_same_losses(tiny_synthetic, tmp_path):
-  data_dir, _ = tiny_synthetic
+def _base_config(data_dir, **train):
   config = smoke_config(data_dir, "base")
   config.unlock()
-  config.train.log_every_steps = 1
-  config.train.stage2_epochs = 1.5      # 9 steps of 8 examples; evaluation (and a checkpoint) after 6
-  config.train.eval_every_epochs = 1.0
+  config.train.update(train)
   config.lock()
-  train.train_and_evaluate(config, str(tmp_path / "a"))
-  with pytest.raises(checkpointing.Preempted):   # a hook stops the run as a preemption notice does
-    train.train_and_evaluate(config, str(tmp_path / "b"), hooks=[lambda stage, step: (stage, step) == (2, 4)])
-  assert (tmp_path / "b" / "stage2" / "4").exists()
-  train.train_and_evaluate(config, str(tmp_path / "b"))
-  a, b = _losses(tmp_path / "a"), _losses(tmp_path / "b")
-  assert sorted(a) == list(range(1, 10)) and sorted(b) == sorted(a)
-  for step in a:
-    assert b[step] == pytest.approx(a[step], rel=1e-5), step
+  return config
+
+
+def test_sigterm_and_hooks_stop_with_a_checkpoint_and_the_run_resumes_with_the_same_losses(
+    tiny_synthetic, tmp_path):
+  """Run ``a`` trains 9 steps in process and a hook stops it (as a preemption notice does). Run ``b`` is
+  the main job, sent SIGTERM after its third step: it checkpoints, exits 143, and logs quietly; resumed,
+  it replays the losses of ``a`` step for step. Stage 2 of BASE: 6 steps an epoch, validation after 6."""
+  data_dir, _ = tiny_synthetic
+  config = _base_config(data_dir, log_every_steps=1, stage2_epochs=20)   # 120 steps: never reached
+  stop_at_9 = lambda stage, step: (stage, step) == (2, 9)
+  with pytest.raises(checkpointing.Preempted):
+    train.train_and_evaluate(config, str(tmp_path / "a"), hooks=[stop_at_9])
+  assert (tmp_path / "a" / "stage2" / "9").exists()
+
+  b = tmp_path / "b"
+  cmd = [sys.executable, "-m", "jpg_jax.main", "--config=configs/jpg.py:smoke,base", f"--workdir={b}",
+         f"--config.dataset.data_dir={data_dir}", "--config.train.stage2_epochs=20",
+         "--config.train.log_every_steps=1"]
+  proc = subprocess.Popen(cmd, env=dict(os.environ, JAX_PLATFORMS="cpu"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  history = b / "logs" / "history.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 3):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 143, err[-3000:]
+  assert "checkpoint" in err and "SIGTERM" in err
+  # Quiet by default: INFO lines come from jpg-jax's own modules only (orbax alone writes ~150 a checkpoint).
+  ours = {p.name for p in pathlib.Path(ROOT, "jpg_jax").rglob("*.py")}
+  info = [l for l in err.splitlines() if re.match(r"I\d{4} ", l)]
+  assert info and all(re.search(r" (\S+\.py):\d+\] ", l).group(1) in ours for l in info), info[:5]
+  stopped = max(_losses(b))
+  assert stopped in {int(p.name) for p in (b / "stage2").iterdir() if p.name.isdigit()} and stopped < 9
+
+  with pytest.raises(checkpointing.Preempted):
+    train.train_and_evaluate(config, str(b), hooks=[stop_at_9])
+  a_losses, b_losses = _losses(tmp_path / "a"), _losses(b)
+  assert sorted(a_losses) == list(range(1, 10)) and sorted(b_losses) == sorted(a_losses)
+  for step in a_losses:
+    assert b_losses[step] == pytest.approx(a_losses[step], rel=1e-5), step
 
 
 def _validations(workdir) -> list[int]:
@@ -173,29 +203,30 @@ def _validations(workdir) -> list[int]:
           for stage, metric in (("stage1", "pattern_macro_f1"), ("stage2", "BLEU_4"))]
 
 
-def test_more_validations_compile_no_more_programs(run, run_programs, tmp_path):
-  """The ``run`` fixture validated both stages twice as often as this run: the same programs, each lowered
-  as often; the evaluators' (stage 1's label scoring, stage 2's beam search, shared with the test) once."""
-  config, workdir, _ = run
-  config = smoke_config(config.dataset.data_dir)
-  config.unlock()
-  config.train.eval_every_epochs = 2 * config.train.eval_every_epochs
-  config.lock()
-  with _Lowerings() as lowered:
-    train.train_and_evaluate(config, str(tmp_path))
-  fewer, more = _validations(tmp_path), _validations(workdir)
-  assert more == [2 * n for n in fewer] and min(fewer) >= 1, (fewer, more)
-  assert lowered.names == run_programs
+def test_more_validations_compile_no_more_programs(run, run_programs, tiny_synthetic, tmp_path):
+  """BASE's 4 steps validated after every step and after every other one: the same programs, each lowered
+  as often, the beam search (shared by validation and the test) once. And in the ``run`` fixture (4
+  stage-1 and 2 stage-2 validations, then the test) each evaluator's program was lowered once."""
+  data_dir, _ = tiny_synthetic
+  lowered = []
+  for every, validations in ((1 / 6, 4), (1 / 3, 2)):   # 6 steps an epoch: every step, every other step
+    workdir = tmp_path / str(validations)
+    with _Lowerings() as lowerings:
+      # (Logged every step: metrics summed over logged steps would lower one more small program, an add.)
+      config = _base_config(data_dir, stage2_epochs=2 / 3, eval_every_epochs=every, log_every_steps=1)
+      train.train_and_evaluate(config, str(workdir))
+    assert _validations(workdir) == [0, validations]
+    lowered.append(lowerings.names)
+  assert lowered[0] == lowered[1]
+  assert lowered[0]["jit(predict_reports)"] == 1 and lowered[0]["jit(train_step)"] == 1
   assert run_programs["jit(score_labels)"] == 1 and run_programs["jit(predict_reports)"] == 1
   assert run_programs["jit(train_step)"] == 2   # one per stage
 
 
-def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_synthetic, tmp_path):
+def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_synthetic, tmp_path, fast_compile):
   data_dir, _ = tiny_synthetic
-  config = smoke_config(data_dir, "base")
+  config = _base_config(data_dir, log_every_steps=1, eval_every_epochs=1 / 3)   # a checkpoint every 2 steps
   config.unlock()
-  config.train.log_every_steps = 1
-  config.train.eval_every_epochs = 1 / 3   # a checkpoint every 2 steps
   config.optim.learning_rate = 1e36
   config.optim.weight_decay = 0.0
   config.lock()
@@ -221,30 +252,6 @@ def test_workdir_of_another_config_refuses_to_resume(tiny_synthetic, tmp_path):
   other.unlock()
   other.train.allow_config_change = True
   checkpointing.check_workdir_config(other, tmp_path)
-
-
-def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tiny_synthetic, tmp_path):
-  data_dir, _ = tiny_synthetic
-  cmd = [sys.executable, "-m", "jpg_jax.main", "--config=configs/jpg.py:smoke,base", f"--workdir={tmp_path}",
-         f"--config.dataset.data_dir={data_dir}", "--config.train.stage2_epochs=20",
-         "--config.train.log_every_steps=1"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  history = tmp_path / "logs" / "history.jsonl"
-  deadline = time.time() + 240
-  while time.time() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 3):
-    time.sleep(0.5)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 143, err[-3000:]
-  assert "checkpoint" in err and "SIGTERM" in err
-  # Quiet by default: INFO lines come from jpg-jax's own modules only (orbax alone writes ~150 a checkpoint).
-  ours = {p.name for p in pathlib.Path(ROOT, "jpg_jax").rglob("*.py")}
-  info = [l for l in err.splitlines() if re.match(r"I\d{4} ", l)]
-  assert info and all(re.search(r" (\S+\.py):\d+\] ", l).group(1) in ours for l in info), info[:5]
-  steps = [int(p.name) for p in (tmp_path / "stage2").iterdir() if p.name.isdigit()]
-  last = max(_losses(tmp_path))
-  assert last in steps and last < 120
 
 
 # ------------------------------------------------------------------ results tools (jpg_jax/results.py)

@@ -55,6 +55,7 @@ class JPG(nn.Module):
   num_label_tokens: int = 32
   # visual extractor
   resnet_depth: int = 101
+  resnet_width: int = 64                 # torchvision's; ImageNet weights exist for 64 only
   frozen_extractor: bool = False
   extractor_batch: str = "per_view"      # 'per_view' (R2Gen) | 'joint'
   cached_features: bool = False          # inputs are precomputed extractor grids (see above)
@@ -85,7 +86,8 @@ class JPG(nn.Module):
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.visual_extractor = resnet.ResNet(self.resnet_depth, self.frozen_extractor, self.dtype)
+    self.visual_extractor = resnet.ResNet(self.resnet_depth, self.frozen_extractor, self.dtype,
+                                          width=self.resnet_width)
     if self.use_subspace:
       self.subspace = subspace_lib.SharedSubspace(self.num_bases, self.d_model, self.d_model,
                                                   self.similarity, self.top_k, self.basis_init_std,

@@ -1,6 +1,8 @@
 """ResNet-18/34/50/101 in torchvision's v1.5 layout, returning the last convolutional feature map.
 
-(ResNet-10, one basic block per stage, is there for tests and small configs: it compiles fast.)
+(ResNet-10, one basic block per stage, is there for tests and small configs: it compiles fast. ``width``,
+the first stage's channels, is torchvision's 64 everywhere but in the tests' smoke config, whose ResNet-10
+at width 16 has 1/16 of the parameters, and checkpoints to match.)
 
 The visual extractor of JPG (Sec. 3.2, 4.4: ResNet-101 pre-trained on ImageNet, 7x7x2048 at 224x224).
 Module and parameter names mirror torchvision's state_dict (``layer1_0/conv1`` <-> ``layer1.0.conv1``,
@@ -77,8 +79,9 @@ def max_pool(x, window: int = 3, stride: int = 2, pad: int = 1):
   return out
 
 
-def out_channels(depth: int) -> int:
-  return 512 if _STAGES[depth][0] == "basic" else 2048
+def out_channels(depth: int, width: int = 64) -> int:
+  """Channels of the last stage: 8 x ``width`` (x 4 in a bottleneck); 512 or 2048 at torchvision's 64."""
+  return 8 * width * (1 if _STAGES[depth][0] == "basic" else 4)
 
 
 class BasicBlock(nn.Module):
@@ -120,10 +123,11 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-  """``(B, H, W, 3) -> (B, H/32, W/32, C)``, C = 512 (ResNet-18/34) or 2048 (ResNet-50/101)."""
+  """``(B, H, W, 3) -> (B, H/32, W/32, C)``, C = 512 (ResNet-18/34) or 2048 (ResNet-50/101) at width 64."""
   depth: int = 101
   frozen: bool = False
   dtype: Any = jnp.float32
+  width: int = 64                   # the stem's and first stage's channels; stages double it
   pointwise_as_dot: bool = True     # 1x1 convolutions as matrix products (PointwiseConv)
 
   @nn.compact
@@ -135,11 +139,12 @@ class ResNet(nn.Module):
                              dtype=self.dtype)
     block_cls = BasicBlock if kind == "basic" else Bottleneck
     expansion = 1 if kind == "basic" else 4
-    x = conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv1")(x.astype(self.dtype))
+    w = self.width
+    x = conv(w, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv1")(x.astype(self.dtype))
     x = nn.relu(norm(name="bn1")(x))
     x = max_pool(x, 3, 2, 1)
-    in_ch = 64
-    for stage, (n, planes) in enumerate(zip(blocks, (64, 128, 256, 512))):
+    in_ch = w
+    for stage, (n, planes) in enumerate(zip(blocks, (w, 2 * w, 4 * w, 8 * w))):
       for b in range(n):
         stride = 2 if (stage > 0 and b == 0) else 1
         downsample = b == 0 and (stride != 1 or in_ch != planes * expansion)
