@@ -150,7 +150,7 @@ def _apply(c: ml_collections.ConfigDict, variant: str) -> None:
     c.labels.num_patterns = 5
     c.labels.num_mined = 8
     c.model.resnet_depth = 10
-    c.model.resnet_width = 16        # 1/16 of ResNet-10's parameters: small checkpoints, fast steps
+    c.model.resnet_width = 16        # ResNet-10 at 0.31 M parameters instead of 4.91 M: small checkpoints
     c.model.num_bases = 16
     c.model.d_model = c.model.d_ff = c.model.label_hidden = 32
     c.model.num_heads = 4
