@@ -6,8 +6,6 @@ from configs import jpg
 from jpg_jax import cost
 from jpg_jax.models import jpg as jpg_lib
 
-# Compilation only (cost analysis): compile fast (conftest.fast_compile).
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_train_step_costs_about_three_forward_passes():

@@ -17,9 +17,6 @@ from etils import epath
 from jpg_jax_testing import free_port
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
-# Every process here compiles its programs for a few steps: XLA with most optimisations off (as the
-# ``fast_compile`` fixture), in all of them, so that the losses compared come from the same arithmetic.
-FAST_COMPILE = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "true"}
 
 SCRIPT = textwrap.dedent("""
     import json, logging, sys, time
@@ -85,8 +82,7 @@ SCRIPT = textwrap.dedent("""
 def _run(args, devices: int, processes: int = 1, tmp_dir: str = "") -> list[dict]:
   """Runs SCRIPT in ``processes`` processes; their output goes to files (full pipes would block a
   process inside a collective and stall the others)."""
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-             **FAST_COMPILE)
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
   extra = [[]]
   if processes > 1:
     address = f"localhost:{free_port()}"
@@ -140,7 +136,7 @@ def _launch(workdir, data_dir, log_dir, tag: str) -> list:
   # 30 s late. For the same reason ``jax_share_binary_between_hosts`` would leave process 1 waiting for a
   # binary under a key process 0 never writes. Both processes compile alike, in both starts.
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
-             JAX_ENABLE_COMPILATION_CACHE="false", **FAST_COMPILE)
+             JAX_ENABLE_COMPILATION_CACHE="false")
   procs = []
   for p in range(2):
     log = open(os.path.join(log_dir, f"{tag}{p}.log"), "w")

@@ -143,7 +143,6 @@ def test_live_beams_policy_differs_from_r2gens():
   assert any(_compare_with_r2gen(seed) for seed in range(6))
 
 
-@pytest.mark.usefixtures("fast_compile")
 def test_jpg_beam_search_scores_match_teacher_forcing():
   """The cached decoder's beam search returns hypotheses whose scores equal the full model's log-prob."""
   from jpg_jax.models import jpg as jpg_lib

@@ -13,8 +13,6 @@ from jpg_jax.models import labeler as labeler_lib
 from jpg_jax.models import resnet
 from jpg_jax.models import subspace as subspace_lib
 
-# Each test compiles its programs once and runs them a few times: compile fast (conftest.fast_compile).
-pytestmark = pytest.mark.usefixtures("fast_compile")
 
 TINY = dict(vocab_size=30, num_labels=4, num_label_tokens=9, resnet_depth=10, num_bases=16, d_model=32,
             d_ff=32, num_heads=4, num_layers=2, label_hidden=32, label_steps=5)

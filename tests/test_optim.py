@@ -102,7 +102,6 @@ def _stage1_loss_grads(config):
   return variables["params"], jax.jit(jax.grad(loss))(variables["params"])
 
 
-@pytest.mark.usefixtures("fast_compile")
 @pytest.mark.parametrize("variant", ["", "projection"])
 def test_stage1_trains_exactly_the_parameters_that_get_gradients_and_leaves_the_rest_bit_identical(variant):
   config = jpg.get_config(",".join(v for v in ("smoke", variant) if v))

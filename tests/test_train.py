@@ -223,7 +223,7 @@ def test_more_validations_compile_no_more_programs(run, run_programs, tiny_synth
   assert run_programs["jit(train_step)"] == 2   # one per stage
 
 
-def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_synthetic, tmp_path, fast_compile):
+def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_synthetic, tmp_path):
   data_dir, _ = tiny_synthetic
   config = _base_config(data_dir, log_every_steps=1, eval_every_epochs=1 / 3)   # a checkpoint every 2 steps
   config.unlock()
