@@ -26,6 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.dataset.name = "iu_xray/r2gen"
   c.dataset.data_dir = os.environ.get("JPG_JAX_DATA_DIR", "data/tfds")
   c.dataset.manual_dir = os.environ.get("JPG_JAX_MANUAL_DIR", "data/iu_xray")
+  c.dataset.download = False        # fetch sources missing from the manual dir from Open-i (TFDS download)
   c.dataset.image_size = 224        # crop / eval size
   c.dataset.resize_size = 256       # train: shorter side before the random crop
   c.dataset.random_flip = True      # R2Gen flips (it swaps laterality: see input_pipeline.py)

@@ -1,15 +1,16 @@
 """Checkpoints of both training stages, preemption, and the workdir's config guard.
 
 A workdir holds ``config.json`` (the config that wrote it; ``check_workdir_config`` refuses to resume
-under another), ``stage1/`` and ``stage2/`` (one orbax ``CheckpointManager`` each: ``StageCheckpoints``)
-and, after a run, ``labels/``, ``logs/`` and ``results/``. A preemption notice (SIGTERM, or JAX's
-preemption service on a pod) or a hook's request makes the stage loop write a checkpoint and raise
-``Preempted``, which ``main`` turns into exit status 143.
+under one that computes something else, paths aside), ``stage1/`` and ``stage2/`` (one orbax
+``CheckpointManager`` each: ``StageCheckpoints``) and, after a run, ``labels/``, ``logs/`` and
+``results/``. A latest checkpoint that does not restore (truncated, corrupted) is set aside as
+``N.damaged`` and the previous one resumes. A preemption notice (SIGTERM, or JAX's preemption service on
+a pod) or a hook's request makes the stage loop write a checkpoint and raise ``Preempted``, which
+``main`` turns into exit status 143.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 
@@ -18,6 +19,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
+
+from jpg_jax import config_checks
+from jpg_jax import errors
 
 STATE, DATA, META = "state", "data", "meta"   # a checkpoint's items
 
@@ -28,25 +32,37 @@ class Preempted(Exception):
 
 
 # ============================================================================================ the workdir's config
-def config_fingerprint(config) -> str:
-  return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-  return {k2: v2 for k, v in d.items() for k2, v2 in (
-      _flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+def read_workdir_config(workdir: epath.Path) -> str | None:
+  """``DIR/config.json`` as written, or None when the workdir has none."""
+  path = epath.Path(workdir) / "config.json"
+  try:
+    text = path.read_text()
+    json.loads(text)
+  except FileNotFoundError:
+    return None
+  except (ValueError, OSError) as e:
+    raise errors.InputError(f"{path} cannot be read ({e}); restore it from the run's logs or use another "
+                            f"workdir.") from None
+  return text
 
 
 def check_workdir_config(config, workdir: epath.Path) -> None:
-  """A workdir written by a different config refuses to resume unless ``train.allow_config_change``;
-  otherwise (process 0) the config is written to ``DIR/config.json``, unless it is there already."""
+  """Refuses a workdir written by a config that computes something else (``config_checks.differences``:
+  paths may differ), unless ``train.allow_config_change``. Writes nothing."""
+  old = read_workdir_config(workdir)
+  if old is None or config.train.allow_config_change:
+    return
+  diff = config_checks.differences(old, config.to_json())
+  if diff:
+    raise errors.ConfigError(
+        f"{workdir} was written by a different config ({'; '.join(diff)}): use another workdir, the same "
+        f"config, or --config.train.allow_config_change=True to resume anyway.")
+
+
+def write_workdir_config(config, workdir: epath.Path) -> None:
+  """Process 0 writes the config to ``DIR/config.json`` (after ``check_workdir_config``)."""
   path = workdir / "config.json"
   current = config.to_json(sort_keys=True, indent=1)
-  if path.exists() and path.read_text() != current and not config.train.allow_config_change:
-    old, new = _flat(json.loads(path.read_text())), _flat(json.loads(current))
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    raise ValueError(f"{workdir} was written by a different config (differs in {diff}); use another "
-                     f"workdir or set --config.train.allow_config_change=True to resume anyway.")
   if jax.process_index() == 0 and not (path.exists() and path.read_text() == current):
     # Written whole or not at all (a rename): the other hosts read this file at the same time.
     workdir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +82,7 @@ class StageCheckpoints:
   directory may be local, shared or ``gs://``.
   """
 
-  def __init__(self, directory: epath.Path, keep: int, metric: str):
+  def __init__(self, directory: epath.Path, keep: int, metric: str, read_only: bool = False):
     self.directory = directory
     self.metric = metric
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
@@ -76,8 +92,8 @@ class StageCheckpoints:
     ])
     # best_fn makes orbax write each checkpoint's metrics to disk, so that a new process (a resumed run,
     # --mode=evaluate/predict) knows which checkpoint is the best and the preservation policy keeps it.
-    options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                           best_fn=lambda m: m[metric], best_mode="max")
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=not read_only,
+                                           best_fn=lambda m: m[metric], best_mode="max", read_only=read_only)
     self.manager = ocp.CheckpointManager(
         directory if "://" in str(directory) else directory.absolute(), options=options,
         item_names=(STATE, DATA, META))
@@ -105,7 +121,14 @@ class StageCheckpoints:
     return max(scored, key=lambda s: (scored[s], -s)) if scored else self.manager.latest_step()
 
   def _meta_metrics(self, step: int) -> dict | None:
-    return self.restore_meta(step).get("val")
+    try:
+      return self.restore_meta(step).get("val")
+    except Exception as e:  # noqa: BLE001  (a damaged meta item: the step has no known metric)
+      logging.warning("The meta item of checkpoint %s does not restore (%s).", self.step_dir(step), summary(e))
+      return None
+
+  def step_dir(self, step: int) -> epath.Path:
+    return self.directory / str(step)
 
   def restore_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
@@ -124,11 +147,68 @@ class StageCheckpoints:
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables))
     return self.manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
 
+  def first_intact(self, restore, steps=None):
+    """``(step, restore(step))`` of the newest of ``steps`` (default: every step) that restores, and
+    ``{step: error summary}`` of the newer ones that do not; ``(None, None)`` first when none does."""
+    damaged = {}
+    for step in sorted(self.manager.all_steps() if steps is None else steps, reverse=True):
+      try:
+        return (step, restore(step)), damaged
+      except Exception as e:  # noqa: BLE001  (orbax, tensorstore, zstd and json raise many types)
+        damaged[step] = summary(e)
+    return (None, None), damaged
+
+  def restore_latest_intact(self, abstract_state):
+    """The newest checkpoint that restores, as ``(step, state, data, meta)``; None when there is none.
+
+    A newer step that fails to restore (a truncated or corrupted file) is reported by its folder and set
+    aside as ``N.damaged`` (orbax no longer sees it; nothing is deleted), so that training goes on from the
+    previous intact step. When no step restores, nothing is moved and ``CheckpointError`` names the newest.
+    """
+    if self.manager.latest_step() is None:
+      return None
+    (step, restored), damaged = self.first_intact(lambda s: self.restore(s, abstract_state))
+    if step is None:
+      newest = max(damaged)
+      raise errors.CheckpointError(
+          f"No checkpoint in {self.directory} restores; the newest, {self.step_dir(newest)}, fails with: "
+          f"{damaged[newest]}. Move the folder away to start the stage afresh, or use the config that wrote "
+          f"it.")
+    for bad, why in sorted(damaged.items()):
+      aside = self._set_aside(bad)
+      logging.warning("Checkpoint %s does not restore (%s); moved to %s, resuming from step %d.",
+                      self.step_dir(bad), why, aside, step)
+    if damaged:
+      self.manager.reload()
+    return (step, *restored)
+
+  def _set_aside(self, step: int) -> epath.Path:
+    target = self.directory / f"{step}.damaged"
+    n = 1
+    while target.exists():
+      n += 1
+      target = self.directory / f"{step}.damaged{n}"
+    if jax.process_index() == 0:
+      self.step_dir(step).rename(target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"jpg_jax set aside {self.directory} {step}")
+    return target
+
   def wait(self):
     self.manager.wait_until_finished()
 
   def close(self):
     self.manager.close()
+
+
+def summary(error: BaseException, limit: int = 240) -> str:
+  """The root cause of ``error`` (orbax wraps tensorstore's and zstd's errors several times) in one line."""
+  seen = set()
+  while (error.__cause__ or error.__context__) is not None and id(error) not in seen:
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  text = " ".join(str(error).split()) or "no message"
+  return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 # ============================================================================================ preemption

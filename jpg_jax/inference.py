@@ -1,8 +1,10 @@
 """The best stage-2 checkpoint at work: the test results of a run, re-scoring (``--mode=evaluate``) and
 the report of one study (``--mode=predict``, Fig. 4's attention map).
 
-Inference restores parameters and batch statistics only (``StageCheckpoints.restore_variables``), and
-opens no metric writer: a finished run's workdir may be read-only.
+Inference restores parameters and batch statistics only (``StageCheckpoints.restore_variables``: a
+damaged optimiser state does not matter), opens the checkpoints read-only and no metric writer, and
+writes only to its output folder (``--output_dir``): a finished run's workdir may be read-only. A best
+checkpoint that does not restore is named, with the newest other step that does.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from PIL import Image
 
 from jpg_jax import attention
 from jpg_jax import checkpointing
+from jpg_jax import config_checks
+from jpg_jax import errors
 from jpg_jax import evaluate as evaluate_lib
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
-from jpg_jax import metric_writers
 from jpg_jax import parallel
 from jpg_jax import steps
 from jpg_jax import text
+from jpg_jax.datasets import common
 from jpg_jax.evaluators import reports as report_eval
 from jpg_jax.models import jpg as jpg_lib
 
@@ -41,20 +45,49 @@ class Restored:
 
 
 def restore_for_inference(config, workdir, mesh=None) -> Restored:
-  """The workdir's best stage-2 checkpoint (parameters and batch statistics), its vocabulary and labels."""
+  """The workdir's best stage-2 checkpoint (parameters and batch statistics), its vocabulary and labels.
+
+  Refuses, in one line each: a config whose model differs from the one the workdir was trained with (its
+  ``config.json``), a workdir without a vocabulary, mined labels or stage-2 checkpoint, and a best
+  checkpoint that does not restore.
+  """
   workdir = epath.Path(workdir)
   mesh = mesh if mesh is not None else parallel.make_mesh()
-  vocab = text.Vocabulary.load(workdir / "vocab.json")
-  label_set = labels_lib.LabelSet.load(workdir / "labels" / "mined.json") if config.model.use_labeler else None
+  config_checks.validate(config, mesh.size, jax.process_count())
+  if not workdir.is_dir():
+    raise errors.MissingFileError(f"The workdir {workdir} does not exist.")
+  trained = checkpointing.read_workdir_config(workdir)
+  if trained is not None and not config.train.allow_config_change:
+    diff = [d for d in config_checks.differences(trained, config.to_json()) if d.startswith("model.")]
+    if diff:
+      raise errors.ConfigError(f"{workdir} was trained with another model ({'; '.join(diff)}): pass the "
+                               f"config it was trained with ({workdir / 'config.json'} records it).")
+  needed = [workdir / "vocab.json"] + ([workdir / "labels" / "mined.json"] if config.model.use_labeler else [])
+  for path in needed:
+    if not path.exists():
+      raise errors.MissingFileError(f"{path} is missing: {workdir} is not the workdir of a finished "
+                                    f"training run.")
+  vocab = text.Vocabulary.load(needed[0])
+  label_set = labels_lib.LabelSet.load(needed[1]) if config.model.use_labeler else None
   model = steps.create_model(config, vocab, label_set)
   abstract = steps.abstract_variables(model, config, mesh)
+  if not (workdir / "stage2").is_dir():
+    raise errors.MissingFileError(f"{workdir / 'stage2'} is missing: {workdir} holds no stage-2 checkpoint "
+                                  f"(train first, --mode=train).")
   ckpt = checkpointing.StageCheckpoints(workdir / "stage2", config.train.keep_checkpoints,
-                                        config.train.stage2_select_metric)
+                                        config.train.stage2_select_metric, read_only=True)
+  restore = lambda s: ckpt.restore_variables(s, abstract)
   try:
     step = ckpt.best_step()
     if step is None:
-      raise FileNotFoundError(f"No stage-2 checkpoint in {workdir / 'stage2'}.")
-    variables = ckpt.restore_variables(step, abstract)
+      raise errors.MissingFileError(f"{workdir / 'stage2'} holds no checkpoint (train first, --mode=train).")
+    (restored, variables), damaged = ckpt.first_intact(restore, [step])
+    if restored is None:
+      (other, _), _ = ckpt.first_intact(restore, [s for s in ckpt.manager.all_steps() if s != step])
+      fallback = (f"step {other} restores: move {ckpt.step_dir(step)} away to use it" if other is not None
+                  else "no other checkpoint restores")
+      raise errors.CheckpointError(f"The best checkpoint {ckpt.step_dir(step)} does not restore "
+                                   f"({damaged[step]}); {fallback}.")
   finally:
     ckpt.close()
   variables.setdefault("batch_stats", {})
@@ -62,9 +95,9 @@ def restore_for_inference(config, workdir, mesh=None) -> Restored:
 
 
 # ============================================================================================ test results
-def write_test_results(config, workdir, evaluator: report_eval.ReportEvaluator, variables, step: int,
+def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluator, variables, step: int,
                        train_index: ip.SplitIndex, writer=None, extra: dict | None = None) -> dict:
-  """Scores the test split with ``evaluator``; writes ``DIR/results/test_metrics.json`` (the metrics, the
+  """Scores the test split with ``evaluator``; writes ``results_dir/test_metrics.json`` (the metrics, the
   most-frequent-report baseline, the checkpoint step, ``extra``) and ``test_reports.jsonl`` (one row a
   report); test scalars go to ``writer`` where given."""
   metrics, rows = evaluator.run_with_reports(variables)
@@ -78,7 +111,7 @@ def write_test_results(config, workdir, evaluator: report_eval.ReportEvaluator, 
                  decode_policy=config.decode.policy)
   metrics.update(extra or {})
   if jax.process_index() == 0:
-    results = epath.Path(workdir) / "results"
+    results = epath.Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
     (results / "test_metrics.json").write_text(json.dumps(metrics, indent=1))
     with (results / "test_reports.jsonl").open("w") as f:
@@ -92,30 +125,37 @@ def write_test_results(config, workdir, evaluator: report_eval.ReportEvaluator, 
   return metrics
 
 
-def evaluate_checkpoint(config, workdir) -> dict:
-  """Re-scores the best stage-2 checkpoint on the test split (rewrites ``DIR/results``)."""
+def evaluate_checkpoint(config, workdir, output_dir: str | None = None) -> dict:
+  """Re-scores the best stage-2 checkpoint on the test split into ``output_dir`` (default: the workdir's
+  ``results``, rewritten); writes nothing else."""
   mesh = parallel.make_mesh()
   restored = restore_for_inference(config, workdir, mesh)
   data = ip.load_data(config)
   if data.vocab != restored.vocab:
-    raise ValueError("The dataset's vocabulary differs from the one this workdir was trained with.")
+    raise errors.ConfigError(f"The vocabulary of {config.dataset.name} in {config.dataset.data_dir} differs "
+                             f"from {epath.Path(workdir) / 'vocab.json'}: evaluate on the dataset the run "
+                             f"was trained on.")
   evaluator = report_eval.ReportEvaluator(config, restored.model, data, "test", restored.label_set, mesh,
                                           with_meteor=True)
-  writer = metric_writers.create_default_writer(str(epath.Path(workdir) / "logs"),
-                                                just_logging=jax.process_index() > 0)
-  try:
-    return write_test_results(config, workdir, evaluator, restored.variables, restored.step,
-                              data.index["train"], writer)
-  finally:
-    writer.close()
+  return write_test_results(config, output_dir or epath.Path(workdir) / "results", evaluator,
+                            restored.variables, restored.step, data.index["train"])
 
 
 # ============================================================================================ one study
+# Views are reduced to this longer side while decoding (``common.open_grey``): the model reads
+# ``image_size`` (224) and the attention map draws about 200 pixels a view, so a 6000 x 6000 radiograph
+# costs about what a normal one does.
+PREDICT_MAX_SIDE = 1024
+
+
 def predict(config, workdir, image_paths, output_dir: str | None = None, attention_png: str | None = "") -> dict:
-  """Report and context-aware labels for one study (two image files); see ``predict_views``."""
+  """Report and context-aware labels for one study (two image files, 8-bit grey by ``common.to_grey8``'s
+  rule); see ``predict_views``."""
   if len(image_paths) != 2:
-    raise ValueError(f"--images needs the frontal and the lateral view, got {len(image_paths)} file(s).")
-  views = [np.asarray(Image.open(p).convert("L")) for p in image_paths]
+    raise errors.InputError(f"--images needs two files, the frontal and the lateral view, comma-separated; "
+                            f"got {len(image_paths)}: {','.join(image_paths) or '(none)'}.")
+  views = [np.asarray(common.open_grey(p, f"--images file {p}", max_side=PREDICT_MAX_SIDE))
+           for p in image_paths]
   return predict_views(config, workdir, views, output_dir, attention_png)
 
 

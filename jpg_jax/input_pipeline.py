@@ -287,10 +287,10 @@ def load_data(config) -> Data:
   # Process 0 builds first; then the others, which is a no-op where data_dir is shared (a bucket, NFS)
   # and a local build where each host has its own disk (a TPU VM's local data_dir).
   if jax.process_index() == 0:
-    datasets.prepare(d.name, d.data_dir, d.manual_dir)
+    datasets.prepare(d.name, d.data_dir, d.manual_dir, d.download)
   multihost_utils.sync_global_devices("dataset prepared on process 0")
   if jax.process_index() > 0:
-    datasets.prepare(d.name, d.data_dir, d.manual_dir)
+    datasets.prepare(d.name, d.data_dir, d.manual_dir, d.download)
   multihost_utils.sync_global_devices("dataset prepared")
   builder = datasets.get_builder(d.name, d.data_dir)
   sources = {s: open_split(d.name, s, d.data_dir) for s in builder.info.splits}

@@ -15,6 +15,11 @@ distributed runtime starts first (``--distributed``; on Cloud TPU, SLURM or Open
 coordinator itself, elsewhere pass ``--coordinator_address``, ``--num_processes`` and ``--process_id``).
 Only process 0 logs at INFO and writes metrics and result files; every process reads its own share of
 each batch and takes part in checkpointing.
+
+A user error (a bad flag or config value, a missing or unreadable file, a bad image, archive or annotation
+entry, a checkpoint that does not restore: ``jpg_jax.errors.UserError``) ends in one line on stderr that
+names it and what to do, and exit status 2; ``--verbosity=1`` adds the traceback. A preempted run exits
+with 143 (128 + SIGTERM).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ml_collections import config_flags
 from jpg_jax import checkpointing
 from jpg_jax import cost
 from jpg_jax import datasets
+from jpg_jax import errors
 from jpg_jax import inference
 from jpg_jax import input_pipeline
 from jpg_jax import parallel
@@ -47,6 +53,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and res
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "stats", "params", "cost"],
                           "What to run.")
 _IMAGES = flags.DEFINE_list("images", [], "predict: the frontal and the lateral image files.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "evaluate / predict: where the results go (default DIR/results, DIR/predict); "
+    "nothing else is written, so a read-only finished run can be evaluated into another folder.")
 _ATTENTION = flags.DEFINE_string(
     "attention_png", "", "predict: where to draw the cross-attention map (Fig. 4); '' = "
     "DIR/predict/attention.png, 'none' = no map.")
@@ -71,7 +80,7 @@ def run_stats(config) -> str:
     metadata = {"excluded": dict(excluded)}
     note = "\n(from the report sources in the manual dir: the image dataset is not built)"
   else:
-    builder = datasets.prepare(name, data_dir, config.dataset.manual_dir)
+    builder = datasets.prepare(name, data_dir, config.dataset.manual_dir, config.dataset.download)
     indices = {s: input_pipeline.SplitIndex.read(input_pipeline.open_split(name, s, data_dir))
                for s in builder.info.splits}
     metadata = builder.info.metadata or {}
@@ -112,10 +121,38 @@ def quiet_third_party_info() -> None:
     logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
 
+def _fail(message: str) -> None:
+  """One line on stderr, exit status 2 (``errors.EXIT_STATUS``)."""
+  print(f"jpg_jax.main: error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(errors.EXIT_STATUS)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad flag (a ``--config.*`` key the config does not have, a value of the
+  wrong type, an unknown variant) as one line and exit status 2 instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(e)
+  except AttributeError as e:   # ml_collections: an override of a key the config does not have
+    key = str(e).strip("\"'")
+    bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and f".{key}" in a.split("=")[0]]
+    _fail(f"{' '.join(bad) or '--config.*'}: the config has no key {key!r}; its keys are in configs/jpg.py.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
-  config = _CONFIG.value
+  try:
+    run(_CONFIG.value)
+  except errors.UserError as e:
+    if logging.get_verbosity() >= logging.DEBUG:
+      logging.exception("User error:")
+    _fail(e)
+
+
+def run(config) -> None:
+  """The mode the flags ask for."""
   quiet_third_party_info()
   parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
@@ -124,7 +161,7 @@ def main(argv):
   logging.info("JAX %s, %d process(es), %d device(s).", jax.__version__, jax.process_count(),
                jax.device_count())
   if _MODE.value in ("train", "evaluate", "predict") and not _WORKDIR.value:
-    raise app.UsageError(f"--workdir is required for --mode={_MODE.value}.")
+    raise errors.UserError(f"--workdir is required for --mode={_MODE.value}.")
   if _MODE.value == "train":
     try:
       train.train_and_evaluate(config, _WORKDIR.value)
@@ -132,12 +169,12 @@ def main(argv):
       logging.warning("Stopped at a checkpoint (%s); the same command resumes there.", stop)
       sys.exit(143)   # 128 + SIGTERM, as a job scheduler expects of a preempted job
   elif _MODE.value == "evaluate":
-    metrics = inference.evaluate_checkpoint(config, _WORKDIR.value)
+    metrics = inference.evaluate_checkpoint(config, _WORKDIR.value, _OUTPUT_DIR.value)
     _print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))
   elif _MODE.value == "predict":
     attention_png = None if _ATTENTION.value == "none" else _ATTENTION.value
-    _print(json.dumps(inference.predict(config, _WORKDIR.value, _IMAGES.value, attention_png=attention_png),
-                      indent=1))
+    _print(json.dumps(inference.predict(config, _WORKDIR.value, _IMAGES.value, _OUTPUT_DIR.value,
+                                        attention_png=attention_png), indent=1))
   elif _MODE.value == "stats":
     _print(run_stats(config))
   elif _MODE.value == "params":
@@ -148,4 +185,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -70,6 +70,27 @@ class JsonlWriter:
     with self._path.open("a") as f:
       f.write(json.dumps({"step": int(step), **scalars}) + "\n")
 
+  def drop_after(self, prefix: str, step: int):
+    """Removes the rows of ``prefix`` tags (a stage's) past ``step``, and a row cut short by a kill: a
+    resumed run restarts at its last checkpoint and logs the replayed steps again. Written whole or not at
+    all (a rename)."""
+    if not self._path.exists():
+      return
+
+    def keep(line: str) -> bool:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        return False
+      return not (row["step"] > step and any(k.startswith(prefix) for k in row))
+
+    lines = self._path.read_text().splitlines()
+    kept = [l for l in lines if keep(l)]
+    if len(kept) < len(lines):
+      partial = self._path.parent / (self._path.name + ".tmp")
+      partial.write_text("".join(l + "\n" for l in kept))
+      partial.replace(self._path)
+
   def flush(self):
     pass
 
@@ -81,6 +102,9 @@ class NullWriter:
   """Writes nothing (processes other than 0)."""
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    pass
+
+  def drop_after(self, prefix: str, step: int):
     pass
 
   def flush(self):

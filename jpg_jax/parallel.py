@@ -18,6 +18,8 @@ from absl import logging
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jpg_jax import errors
+
 DATA = "data"
 
 # Environment variables of launchers that start one process per host or per task.
@@ -62,10 +64,11 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA))
 
 
-def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
-  """This host's share, checking that the global batch divides over devices and hosts."""
+def local_batch_size(global_batch_size: int, mesh: Mesh, name: str = "train.batch_size") -> int:
+  """This host's share, checking that the global batch (the config key ``name``) divides over devices."""
   if global_batch_size % mesh.size:
-    raise ValueError(f"Global batch {global_batch_size} must be a multiple of the {mesh.size} devices.")
+    raise errors.ConfigError(f"{name}={global_batch_size} (global) must be a multiple of the {mesh.size} "
+                             f"devices.")
   return global_batch_size // jax.process_count()
 
 

@@ -22,6 +22,8 @@ from jpg_jax import parallel
 from jpg_jax import text
 from jpg_jax.models import jpg as jpg_lib
 
+OPTIMIZERS = ("adam", "adagrad")   # R2Gen's Adam (amsgrad, coupled L2) | the paper's Adagrad reading
+
 
 # ============================================================================================ model + optimiser
 def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None) -> jpg_lib.JPG:
@@ -72,7 +74,7 @@ def make_optimizer(config, params, steps_per_epoch: int, stage: int
       return optax.chain(optax.add_decayed_weights(o.weight_decay),
                          optax.scale_by_rss(initial_accumulator_value=o.adagrad_initial_accumulator),
                          optax.scale_by_learning_rate(schedule(lr)))
-    raise ValueError(f"Unknown optimiser {o.name!r}.")
+    raise ValueError(f"Unknown optimiser {o.name!r}; choose from {OPTIMIZERS}.")
 
   def label(path, _):
     names = path_names(path)

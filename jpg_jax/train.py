@@ -40,6 +40,8 @@ from absl import logging
 from etils import epath
 
 from jpg_jax import checkpointing
+from jpg_jax import config_checks
+from jpg_jax import errors
 from jpg_jax import inference
 from jpg_jax import input_pipeline as ip
 from jpg_jax import metric_writers
@@ -96,14 +98,16 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
   ``checkpointing.Preempted`` after writing a checkpoint on a preemption notice or a hook's request."""
   t, ckpt, prefix = config.train, stage.checkpoints, f"stage{stage.number}/"
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, data_state, saved_meta = ckpt.restore(latest, abstract)
+  resumed = ckpt.restore_latest_intact(abstract)
+  if resumed is not None:
+    latest, state, data_state, saved_meta = resumed
     if saved_meta.get("config_fingerprint") != stage.meta["config_fingerprint"] and not t.allow_config_change:
-      raise ValueError(f"Checkpoint {latest} of stage {stage.number} was written by another config.")
+      raise errors.ConfigError(f"Checkpoint {ckpt.step_dir(latest)} was written by another config; use "
+                               f"another workdir or --config.train.allow_config_change=True.")
     stage.train_iter.set_state(data_state)
     logging.info("Stage %d: resumed at step %d.", stage.number, latest)
   step = int(state["step"])
+  history.drop_after(prefix, step)   # rows of steps a killed run logged past its last checkpoint
   eval_every = max(int(t.eval_every_epochs * stage.steps_per_epoch), 1)
   progress = metric_writers.ReportProgress(stage.num_steps, writer, t.log_every_steps, t.batch_size,
                                            prefix=prefix)
@@ -156,14 +160,15 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
 def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()) -> dict:
   """Stage 1, mining, stage 2 and the test (the module docstring); returns the test metrics."""
   workdir = epath.Path(workdir)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  # Nothing is written to the workdir before the config, the workdir and the data have been checked.
+  config_checks.validate(config, mesh.size, jax.process_count())
   checkpointing.check_workdir_config(config, workdir)
   warn_random_extractor(config)
-  mesh = mesh if mesh is not None else parallel.make_mesh()
   t = config.train
-  parallel.local_batch_size(t.batch_size, mesh)        # both divide over the devices, or a clear error
-  parallel.local_batch_size(t.eval_batch_size, mesh)
   data = ip.load_data(config)
   lead = jax.process_index() == 0
+  checkpointing.write_workdir_config(config, workdir)
   if lead:
     data.vocab.save(workdir / "vocab.json")
   logging.info("Vocabulary: %d tokens; splits %s; %d devices, %d processes.", len(data.vocab),
@@ -172,7 +177,7 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
   history = metric_writers.JsonlWriter(workdir / "logs" / "history.jsonl") if lead else metric_writers.NullWriter()
   loop = dict(config=config, mesh=mesh, writer=writer, history=history,
               preemption=checkpointing.Preemption(), hooks=hooks)
-  meta = {"config_fingerprint": checkpointing.config_fingerprint(config),
+  meta = {"config_fingerprint": config_checks.fingerprint(config),
           "vocabulary": json.loads(data.vocab.to_json())}
   train_index = data.index["train"]
 
@@ -229,8 +234,8 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
   extra = {"extractor": extractor_source(config)}
   if mined is not None:
     extra["mining"] = mined
-  metrics = inference.write_test_results(config, workdir, test, steps.variables_of(best_state), best_step,
-                                         train_index, writer, extra)
+  metrics = inference.write_test_results(config, workdir / "results", test, steps.variables_of(best_state),
+                                         best_step, train_index, writer, extra)
   writer.close()
   return metrics
 
@@ -240,9 +245,6 @@ def with_pretrained_extractor(state: dict, config, mesh) -> dict:
   (a ``tools/convert_resnet`` output), where one is set."""
   if not config.resnet_checkpoint:
     return state
-  if config.model.resnet_width != 64:
-    raise ValueError(f"resnet_checkpoint holds torchvision's ResNet (width 64); model.resnet_width is "
-                     f"{config.model.resnet_width}.")
   from jpg_jax.tools import convert_resnet   # a tool module: importing it defines its command-line flags
   converted = convert_resnet.restore(config.resnet_checkpoint, config.model.resnet_depth)
   state = dict(state, params=dict(state["params"], visual_extractor=converted["params"]),

@@ -27,10 +27,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # fast math); parity tolerances are unchanged. ``JAX_DISABLE_MOST_OPTIMIZATIONS=false pytest ...`` runs the
 # suite on optimised programs.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
+# Every program goes to the cache, also those that compile in under a second (JAX's default threshold):
+# an end-to-end run lowers dozens of small ones (metric sums, batch transfers), and every run repeats them.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 if "jax" in sys.modules:
   sys.modules["jax"].config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
   sys.modules["jax"].config.update("jax_disable_most_optimizations",
                                    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true"))
+  sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs",
+                                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +67,17 @@ def tiny_synthetic(tmp_path_factory):
   from jpg_jax import datasets
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   return data_dir, datasets.prepare("synthetic_cxr/tiny", data_dir)
+
+
+# Seconds each test file took in a whole run here (`pytest -n 2 --dist loadfile tests --durations=0`,
+# summed per file). pytest-xdist's ``loadfile`` hands whole files to its 2 workers in collection order, so
+# the longest go first (longest-processing-time scheduling): two long files started last would leave one
+# worker running alone at the end. Files not listed are short and go last, in their usual order.
+_SECONDS = {"test_train.py": 521, "test_data_parallel.py": 413, "test_models.py": 261, "test_decode.py": 86,
+            "test_optim.py": 71, "test_cost.py": 53, "test_parity.py": 48, "test_synthetic_cxr.py": 47,
+            "test_iu_xray.py": 44, "test_evaluate.py": 30, "test_convert.py": 13, "test_errors.py": 13,
+            "test_configs.py": 9}
+
+
+def pytest_collection_modifyitems(config, items):
+  items.sort(key=lambda item: -_SECONDS.get(pathlib.Path(str(item.fspath)).name, 0))

@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from jpg_jax import errors  # noqa: E402
 from jpg_jax.tools import convert_resnet  # noqa: E402
 from jpg_jax.tools import convert_torch  # noqa: E402
 from tests import torch_reference as ref  # noqa: E402
@@ -28,6 +29,22 @@ def test_cli_writes_an_orbax_checkpoint_that_restores(tmp_path):
   np.testing.assert_array_equal(restored["params"]["layer2_0"]["downsample_0"]["kernel"],
                                 net.layer2[0].downsample[0].weight.detach().numpy().transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(restored["batch_stats"]["bn1"]["var"], net.bn1.running_var.numpy())
+
+  # It never deletes what it did not write: a foreign, non-empty --output is refused in one line.
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("keep")
+  out = subprocess.run([sys.executable, "-m", "jpg_jax.tools.convert_resnet", "--depth=18",
+                        f"--torch_checkpoint={tmp_path / 'resnet18.pth'}", f"--output={mine}"],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  assert out.stderr.splitlines()[-1].startswith(f"convert_resnet: error: --output {mine} is a folder")
+  assert (mine / "notes.txt").read_text() == "keep"
+  convert_resnet.save(restored, str(tmp_path / "flax"))   # its own output: replaced
+  with pytest.raises(errors.OutputExistsError, match="--overwrite"):
+    convert_resnet.save(restored, str(mine))
+  convert_resnet.save(restored, str(mine), overwrite=True)
+  assert not (mine / "notes.txt").exists() and (mine / convert_resnet.MARKER).exists()
 
 
 def test_converter_reports_missing_and_unused_keys():

@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from jpg_jax import datasets
+from jpg_jax import errors
 from jpg_jax import text
 from jpg_jax.datasets import common
 from jpg_jax.datasets import iu_xray
@@ -149,16 +150,55 @@ def test_report_without_findings_is_excluded_and_counted(tmp_path, small_manual,
   assert builder.info.metadata["excluded"] == {"no_findings": 1}
 
 
-def test_missing_manual_dir_and_files(tmp_path, small_manual):
-  with pytest.raises(FileNotFoundError, match="manual dir .* does not exist"):
-    _build("iu_xray/r2gen", tmp_path / "tfds", tmp_path / "nowhere", allow_download=False)
+def test_missing_manual_dir_and_files_fail_at_once_naming_them(tmp_path, small_manual):
+  """Downloading is off by default (``dataset.download``): nothing waits on a network."""
+  nowhere = tmp_path / "nowhere"
+  with pytest.raises(errors.MissingFileError, match=f"manual dir {nowhere} .*does not exist"):
+    _build("iu_xray/r2gen", tmp_path / "tfds", nowhere, download=False)
   manual, _ = small_manual
   (manual / "annotation.json").unlink()
-  with pytest.raises(FileNotFoundError, match="annotation.json"):
-    _build("iu_xray/r2gen", tmp_path / "tfds2", manual, allow_download=False)
+  with pytest.raises(errors.MissingFileError, match=f"annotation.json in the manual dir {manual}"):
+    _build("iu_xray/r2gen", tmp_path / "tfds2", manual, download=False)
   (manual / openi.REPORTS_ARCHIVE).unlink()
-  with pytest.raises(FileNotFoundError, match="NLMCXR_reports.tgz is missing"):
-    _build("iu_xray/r2gen", tmp_path / "tfds3", manual, allow_download=False)
+  with pytest.raises(errors.MissingFileError, match=f"NLMCXR_reports.tgz is not in the manual dir {manual}"):
+    _build("iu_xray/r2gen", tmp_path / "tfds3", manual, download=False)
+
+
+def test_bad_annotation_and_reports_archive_name_the_file(tmp_path, iu_reports, iu_xray_dir):
+  path = tmp_path / "annotation.json"
+  with pytest.raises(errors.InputError, match=f"{path}: entry 1 of 'train' has no IU X-Ray 'id'"):
+    iu_xray.r2gen_splits({"train": [{"id": "CXR1_1_IM-0001"}, {"report": "x"}], "val": [], "test": []},
+                         iu_reports, path)
+  with pytest.raises(errors.InputError, match=f"{path} has no 'test' list"):
+    iu_xray.r2gen_splits({"train": [], "val": []}, iu_reports, path)
+  truncated = tmp_path / openi.REPORTS_ARCHIVE
+  truncated.write_bytes((iu_xray_dir / openi.REPORTS_ARCHIVE).read_bytes()[:50_000])
+  with pytest.raises(errors.InputError, match=f"{truncated} cannot be read as a .tgz archive"):
+    openi.read_reports_archive(truncated)
+  text = tmp_path / "text.tgz"
+  text.write_text("not an archive")
+  with pytest.raises(errors.InputError, match=f"{text} cannot be read"):
+    openi.read_reports_archive(text)
+
+
+def test_images_archive_is_extracted_safely_without_tensorflow(tmp_path):
+  """NLMCXR_png.tgz through ``tarfile``'s data filter: a ``../`` member refuses the archive and writes
+  nothing outside the target."""
+  good, bad = tmp_path / "good.tgz", tmp_path / "bad.tgz"
+  for path, names in ((good, ["NLMCXR_png/CXR1_1_IM-0001-3001.png"]), (bad, ["a.png", "../escaped.png"])):
+    with tarfile.open(path, "w:gz") as tar:
+      for name in names:
+        data = _png(7)
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+  target = iu_xray.extract_archive(good, tmp_path / "out" / "NLMCXR_png")
+  assert (target / "NLMCXR_png" / "CXR1_1_IM-0001-3001.png").read_bytes() == _png(7)
+  assert iu_xray.extract_archive(good, tmp_path / "out" / "NLMCXR_png") == target   # once
+  with pytest.raises(errors.InputError, match=f"{bad} is refused: its member '../escaped.png'"):
+    iu_xray.extract_archive(bad, tmp_path / "out2" / "NLMCXR_png")
+  assert not (tmp_path / "out2" / "escaped.png").exists() and not (tmp_path / "escaped.png").exists()
+  assert not (tmp_path / "out2" / "NLMCXR_png").exists()
 
 
 def test_openi_png_layout_for_paper_split(tmp_path, iu_xray_dir, iu_reports):
@@ -176,3 +216,11 @@ def test_openi_png_layout_for_paper_split(tmp_path, iu_xray_dir, iu_reports):
   assert ex["frontal"][0, 0, 0] == 10 and ex["lateral"][0, 0, 0] == 11
   assert builder.info.metadata["excluded"] == {
       "no_findings": 530, "fewer_images": 450, "mesh_no_indexing": 90}
+
+  # The same images as Open-i's NLMCXR_png.tgz in the manual dir: the same dataset.
+  (manual / "NLMCXR_png").rename(tmp_path / "NLMCXR_png")
+  with tarfile.open(manual / openi.IMAGES_ARCHIVE, "w:gz") as tar:
+    tar.add(tmp_path / "NLMCXR_png", "NLMCXR_png")
+  from_archive = _build("iu_xray/paper", tmp_path / "tfds_tgz", manual)
+  assert from_archive.info.splits["test"].num_examples == 578
+  assert from_archive.as_data_source("test")[0]["id"] == ex["id"]

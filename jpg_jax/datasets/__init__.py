@@ -6,6 +6,9 @@ from jpg_jax.datasets.iu_xray import IuXray  # noqa: F401  (registers iu_xray)
 from jpg_jax.datasets.synthetic_cxr import SyntheticCxr  # noqa: F401  (registers synthetic_cxr)
 
 import tensorflow_datasets as tfds
+from etils import epath
+
+from jpg_jax import errors
 
 
 def get_builder(name: str, data_dir: str, **kwargs) -> tfds.core.DatasetBuilder:
@@ -13,9 +16,23 @@ def get_builder(name: str, data_dir: str, **kwargs) -> tfds.core.DatasetBuilder:
   return tfds.builder(name, data_dir=data_dir, file_format="array_record", **kwargs)
 
 
-def prepare(name: str, data_dir: str, manual_dir: str | None = None, **kwargs) -> tfds.core.DatasetBuilder:
-  """Builds the dataset if needed (a no-op when it is already there) and returns its builder."""
+def prepare(name: str, data_dir: str, manual_dir: str | None = None, download: bool | None = None,
+            **kwargs) -> tfds.core.DatasetBuilder:
+  """Builds the dataset if needed (a no-op when it is already there) and returns its builder.
+
+  ``download`` (``dataset.download``) lets the builders fetch sources missing from ``manual_dir`` from
+  Open-i; without it, a dataset built from the manual dir whose manual dir is missing fails at once,
+  naming it. None: the builder's default.
+  """
+  if download is not None:
+    kwargs["allow_download"] = download
   builder = get_builder(name, data_dir, **kwargs)
+  if (manual_dir and not download and not builder.is_prepared() and builder.needs_manual_dir()
+      and not epath.Path(manual_dir).is_dir()):
+    raise errors.MissingFileError(
+        f"The manual dir {manual_dir} (dataset.manual_dir) does not exist: {name} is built from the files "
+        f"there (data/README.md); create it, point --config.dataset.manual_dir at it, or set "
+        f"--config.dataset.download=True.")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None)
   return builder

@@ -9,17 +9,24 @@ Builder configs:
 
 Sources, looked for in this order:
 
-1. the manual dir (``--manual_dir`` / ``DownloadConfig(manual_dir=...)``), holding ``NLMCXR_reports.tgz``
-   (always needed: the MeSH terms come from the report XMLs) and the images as either Open-i's
-   ``NLMCXR_png.tgz`` / an extracted ``NLMCXR_png/`` folder, or R2Gen's ``images/CXRxxxx_IM-xxxx/{0,1}.png``;
-   ``iu_xray/r2gen`` also needs R2Gen's ``annotation.json`` there;
-2. otherwise Open-i's archives, fetched by the TFDS download manager.
+1. the manual dir (``dataset.manual_dir`` / ``DownloadConfig(manual_dir=...)``), holding
+   ``NLMCXR_reports.tgz`` (always needed: the MeSH terms come from the report XMLs) and the images as
+   either Open-i's ``NLMCXR_png.tgz`` / an extracted ``NLMCXR_png/`` folder, or R2Gen's
+   ``images/CXRxxxx_IM-xxxx/{0,1}.png``; ``iu_xray/r2gen`` also needs R2Gen's ``annotation.json`` there;
+2. otherwise, only with ``dataset.download=True`` (the builder's ``allow_download``), Open-i's archives,
+   fetched by the TFDS download manager. With downloading off, a missing manual dir or file fails at once,
+   naming it.
+
+``NLMCXR_png.tgz`` is extracted with Python's ``tarfile`` and its ``data`` filter (TFDS's extractor needs
+TensorFlow), into ``<data_dir>/downloads/extracted/NLMCXR_png``; a member that would land outside that
+folder (``../``, an absolute path, a link out) refuses the archive.
 
 With Open-i's flat PNGs, view 0 (frontal) and view 1 (lateral) are the report's first and second
 ``parentImage`` in XML order, which is how R2Gen's ``0.png`` / ``1.png`` line up with them.
 
 Bad input: reports without FINDINGS or MeSH are excluded and counted (``info.metadata['excluded']`` and the
-log); a missing or undecodable image raises ``BadImageError`` naming the file and the report, unless the
+log); a missing or undecodable image raises ``BadImageError`` naming the file and the report (images are
+made 8-bit grey by ``common.to_grey8``'s rule: 16-bit and float images scaled by their range), unless the
 config has ``skip_bad_images=True`` (``iu_xray/r2gen_skip_bad``, ``iu_xray/paper_skip_bad``), which skips that
 report and counts it in ``info.metadata['skipped']``.
 """
@@ -30,10 +37,12 @@ import collections
 import dataclasses
 import json
 import logging
+import tarfile
 
 import tensorflow_datasets as tfds
 from etils import epath
 
+from jpg_jax import errors
 from jpg_jax.datasets import common
 from jpg_jax.datasets import openi
 
@@ -75,6 +84,9 @@ class IuXray(tfds.core.GeneratorBasedBuilder):
     self._allow_download = allow_download
     super().__init__(**kwargs)
 
+  def needs_manual_dir(self) -> bool:
+    return True
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self, description=__doc__, features=common.report_features(),
@@ -91,17 +103,23 @@ class IuXray(tfds.core.GeneratorBasedBuilder):
     if not manual.exists():
       if self._allow_download:
         return None
-      raise FileNotFoundError(f"The manual dir {manual} does not exist.\n{_MANUAL}")
+      raise errors.MissingFileError(
+          f"The manual dir {manual} (dataset.manual_dir) does not exist: "
+          f"{self.name}/{self.builder_config.name} is built from Open-i's {openi.REPORTS_ARCHIVE} and the "
+          f"images there (data/README.md); create it, point --config.dataset.manual_dir at it, or set "
+          f"--config.dataset.download=True.")
     return manual
 
-  def _fetch(self, dl_manager, url: str, what: str, extract: bool) -> epath.Path:
+  def _fetch(self, dl_manager, manual, url: str, what: str, extract: bool) -> epath.Path:
     if not self._allow_download:
-      raise FileNotFoundError(f"{what} is missing from the manual dir and downloading is off.\n{_MANUAL}")
+      raise errors.MissingFileError(
+          f"{what} is not in the manual dir {manual} and downloading is off: put Open-i's {what} there "
+          f"(data/README.md) or set --config.dataset.download=True.")
     try:
       return epath.Path(dl_manager.download_and_extract(url) if extract else dl_manager.download(url))
     except Exception as e:
-      raise FileNotFoundError(f"{what} is not in the manual dir and could not be downloaded from {url} "
-                              f"({e}).\n{_MANUAL}") from e
+      raise errors.MissingFileError(f"{what} is not in the manual dir {manual} and could not be downloaded "
+                                    f"from {url} ({e}).") from e
 
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
@@ -109,7 +127,7 @@ class IuXray(tfds.core.GeneratorBasedBuilder):
     has = lambda name: manual is not None and (manual / name).exists()
 
     reports_path = (manual / openi.REPORTS_ARCHIVE if has(openi.REPORTS_ARCHIVE) else
-                    self._fetch(dl_manager, openi.REPORTS_URL, openi.REPORTS_ARCHIVE, extract=False))
+                    self._fetch(dl_manager, manual, openi.REPORTS_URL, openi.REPORTS_ARCHIVE, extract=False))
     reports = openi.read_reports_archive(reports_path)
 
     if has("images"):
@@ -117,9 +135,11 @@ class IuXray(tfds.core.GeneratorBasedBuilder):
     elif has("NLMCXR_png"):
       images = _OpeniImages(manual / "NLMCXR_png")
     elif has(openi.IMAGES_ARCHIVE):
-      images = _OpeniImages(epath.Path(dl_manager.extract(manual / openi.IMAGES_ARCHIVE)))
+      images = _OpeniImages(extract_archive(manual / openi.IMAGES_ARCHIVE,
+                                            epath.Path(dl_manager.download_dir) / "extracted" / "NLMCXR_png"))
     else:
-      images = _OpeniImages(self._fetch(dl_manager, openi.IMAGES_URL, openi.IMAGES_ARCHIVE, extract=True))
+      images = _OpeniImages(self._fetch(dl_manager, manual, openi.IMAGES_URL, openi.IMAGES_ARCHIVE,
+                                        extract=True))
 
     splits, excluded = make_splits(cfg, reports, manual)
 
@@ -149,19 +169,53 @@ class IuXray(tfds.core.GeneratorBasedBuilder):
       }
 
 
+def extract_archive(archive: epath.Path, target: epath.Path) -> epath.Path:
+  """``archive`` (a tar, possibly gzipped) extracted into ``target`` with ``tarfile``'s ``data`` filter,
+  once (a ``.complete`` marker); returns ``target``. Members that would land outside ``target``, links
+  out of it and device files refuse the archive (``InputError`` naming it and the member)."""
+  archive, target = epath.Path(archive), epath.Path(target)
+  marker = target / ".complete"
+  if marker.exists():
+    return target
+  partial = target.parent / (target.name + ".partial")
+  partial.rmtree(missing_ok=True)
+  partial.mkdir(parents=True)
+  logging.info("Extracting %s into %s.", archive, target)
+  try:
+    with tarfile.open(archive, mode="r:*") as tar:
+      tar.extractall(partial, filter="data")
+  except tarfile.FilterError as e:
+    partial.rmtree()
+    raise errors.InputError(f"{archive} is refused: its member {e.tarinfo.name!r} is unsafe to extract "
+                            f"into {target} ({type(e).__name__}: {e}).") from None
+  except (tarfile.TarError, EOFError, OSError) as e:
+    partial.rmtree()
+    raise errors.InputError(f"{archive} cannot be extracted ({type(e).__name__}: {e}); download it "
+                            f"again.") from None
+  target.rmtree(missing_ok=True)   # an extraction cut short before its marker
+  partial.rename(target)
+  marker.write_text(str(archive))
+  return target
+
+
 def find_annotation(manual: epath.Path | None) -> epath.Path:
   """R2Gen's annotation.json (also accepted under the name r2gen_annotation.json)."""
   for name in ("annotation.json", "r2gen_annotation.json"):
     if manual is not None and (manual / name).exists():
       return manual / name
-  raise FileNotFoundError(f"iu_xray/r2gen needs R2Gen's annotation.json in the manual dir ({manual}).\n"
-                          f"{_MANUAL}")
+  raise errors.MissingFileError(f"iu_xray/r2gen needs R2Gen's annotation.json in the manual dir {manual} "
+                                f"(the iu_xray folder R2Gen's README points to; data/README.md).")
 
 
 def make_splits(cfg: IuXrayConfig, reports: dict[str, openi.Report], manual: epath.Path | None):
   """{split: [(example id, Report)]} and the exclusion counts, for either split source."""
   if cfg.split_source == "r2gen":
-    return r2gen_splits(json.loads(find_annotation(manual).read_text()), reports)
+    path = find_annotation(manual)
+    try:
+      annotation = json.loads(path.read_text())
+    except ValueError as e:
+      raise errors.InputError(f"{path} is not valid JSON ({e}); use R2Gen's annotation.json.") from None
+    return r2gen_splits(annotation, reports, path)
   if cfg.split_source == "paper":
     return paper_splits(reports, cfg.split_seed)
   raise ValueError(f"Unknown split_source {cfg.split_source!r}.")
@@ -175,7 +229,8 @@ def splits_from_sources(config_name: str, manual_dir) -> tuple[dict, collections
   manual = epath.Path(manual_dir)
   cfg = next(c for c in IuXray.BUILDER_CONFIGS if c.name == config_name)
   if not (manual / openi.REPORTS_ARCHIVE).exists():
-    raise FileNotFoundError(f"{manual / openi.REPORTS_ARCHIVE} is missing.\n{_MANUAL}")
+    raise errors.MissingFileError(f"{manual / openi.REPORTS_ARCHIVE} is missing: put Open-i's "
+                                  f"{openi.REPORTS_ARCHIVE} in the manual dir (data/README.md).")
   return make_splits(cfg, openi.read_reports_archive(manual / openi.REPORTS_ARCHIVE), manual)
 
 
@@ -202,13 +257,22 @@ class _OpeniImages:
     return [self.root / f"{i}.png" for i in report.image_ids[:2]]
 
 
-def r2gen_splits(annotation: dict, reports: dict[str, openi.Report]):
-  """R2Gen's split, keyed by R2Gen's ids; reports missing from the archive or unusable are counted."""
+def r2gen_splits(annotation: dict, reports: dict[str, openi.Report], path="annotation.json"):
+  """R2Gen's split, keyed by R2Gen's ids; reports missing from the archive or unusable are counted.
+  An annotation without a split, or with an entry without an IU X-Ray ``id``, raises ``InputError``
+  naming ``path``, the split and the entry."""
   splits, excluded = {}, collections.Counter()
   for split in ("train", "val", "test"):
+    if not isinstance(annotation, dict) or not isinstance(annotation.get(split), list):
+      raise errors.InputError(f"{path} has no {split!r} list of entries: is it R2Gen's annotation.json?")
     items = []
-    for entry in annotation[split]:
-      report = reports.get(openi.uid_from_r2gen_id(entry["id"]))
+    for k, entry in enumerate(annotation[split]):
+      try:
+        uid = openi.uid_from_r2gen_id(entry["id"])
+      except (KeyError, TypeError, ValueError) as e:
+        raise errors.InputError(f"{path}: entry {k} of {split!r} has no IU X-Ray 'id' like "
+                                f"'CXR2384_IM-0942' ({type(e).__name__}: {e}).") from None
+      report = reports.get(uid)
       reason = "no_xml" if report is None else openi.exclusion_reason(report)
       if reason:
         excluded[reason] += 1

@@ -13,9 +13,12 @@ import random
 import re
 import tarfile
 import xml.etree.ElementTree as ET
+import zlib
 from typing import Iterable, Sequence
 
 from etils import epath
+
+from jpg_jax import errors
 
 REPORTS_URL = "https://openi.nlm.nih.gov/imgs/collections/NLMCXR_reports.tgz"
 IMAGES_URL = "https://openi.nlm.nih.gov/imgs/collections/NLMCXR_png.tgz"
@@ -60,16 +63,27 @@ def parse_report_xml(data: bytes | str, uid: str | None = None) -> Report:
 
 
 def read_reports_archive(path) -> dict[str, Report]:
-  """All reports of ``NLMCXR_reports.tgz`` (3955), keyed by uid."""
+  """All reports of ``NLMCXR_reports.tgz`` (3955), keyed by uid. A truncated or foreign archive, or a
+  report that is not XML, raises ``InputError`` naming the file (and the member)."""
   reports = {}
-  with epath.Path(path).open("rb") as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-    for member in tar:
-      if not (member.isfile() and member.name.endswith(".xml")):
-        continue
-      uid = member.name.rsplit("/", 1)[-1][: -len(".xml")]
-      reports[uid] = parse_report_xml(tar.extractfile(member).read(), uid)
+  try:
+    with epath.Path(path).open("rb") as f, tarfile.open(fileobj=f, mode="r:*") as tar:
+      for member in tar:
+        if not (member.isfile() and member.name.endswith(".xml")):
+          continue
+        uid = member.name.rsplit("/", 1)[-1][: -len(".xml")]
+        try:
+          reports[uid] = parse_report_xml(tar.extractfile(member).read(), uid)
+        except ET.ParseError as e:
+          raise errors.InputError(f"{path}: {member.name} is not a report XML ({e}).") from None
+  except FileNotFoundError:
+    raise errors.MissingFileError(f"{path} does not exist.") from None
+  except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    raise errors.InputError(f"{path} cannot be read as a .tgz archive ({type(e).__name__}: {e}); download "
+                            f"Open-i's {REPORTS_ARCHIVE} again.") from None
   if not reports:
-    raise ValueError(f"{path} holds no ecgen-radiology/*.xml reports: is it Open-i's {REPORTS_ARCHIVE}?")
+    raise errors.InputError(f"{path} holds no ecgen-radiology/*.xml reports: is it Open-i's "
+                            f"{REPORTS_ARCHIVE}?")
   return reports
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from jpg_jax import errors
 from jpg_jax.datasets import common
 from jpg_jax.datasets import openi
 from jpg_jax.datasets import synthetic_findings as sf
@@ -54,6 +55,13 @@ class SyntheticCxr(tfds.core.GeneratorBasedBuilder):
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"iu_reports only: put {openi.REPORTS_ARCHIVE} in the manual dir."
 
+  def __init__(self, *, allow_download: bool = True, **kwargs):
+    self._allow_download = allow_download
+    super().__init__(**kwargs)
+
+  def needs_manual_dir(self) -> bool:
+    return self.builder_config.text_source == "iu_reports"
+
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(builder=self, description=__doc__, features=common.report_features(),
                                  metadata=tfds.core.MetadataDict())
@@ -69,11 +77,15 @@ class SyntheticCxr(tfds.core.GeneratorBasedBuilder):
     manual = epath.Path(getattr(dl_manager, "_manual_dir", None) or "/nonexistent")
     path = manual / openi.REPORTS_ARCHIVE
     if not path.exists():
+      if not self._allow_download:
+        raise errors.MissingFileError(
+            f"synthetic_cxr/iu_reports needs {path}: put Open-i's {openi.REPORTS_ARCHIVE} in the manual dir "
+            f"(dataset.manual_dir; data/README.md) or set --config.dataset.download=True.")
       try:
         path = epath.Path(dl_manager.download(openi.REPORTS_URL))
       except Exception as e:
-        raise FileNotFoundError(f"synthetic_cxr/iu_reports needs {openi.REPORTS_ARCHIVE} in the manual "
-                                f"dir ({manual}) or a download from {openi.REPORTS_URL} ({e}).") from e
+        raise errors.MissingFileError(f"synthetic_cxr/iu_reports needs {openi.REPORTS_ARCHIVE} in the manual "
+                                      f"dir {manual} or a download from {openi.REPORTS_URL} ({e}).") from e
     reports = openi.read_reports_archive(path)
     kept, excluded = openi.select_reports(reports.values(), exclude_no_indexing=True)
     self.info.metadata["excluded"] = dict(excluded)

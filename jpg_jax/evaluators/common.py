@@ -31,6 +31,7 @@ class SplitPredictions:
     self.index = data.index[split]
     self.targets, self._source = targets, data.sources[split]
     self._batch = config.train.eval_batch_size
+    parallel.local_batch_size(self._batch, mesh, "train.eval_batch_size")   # divides, or a clear error
     self._image = ip.image_options(config, train=False)
 
   def batches(self):

@@ -16,6 +16,10 @@ from jpg_jax import steps
 from jpg_jax.evaluators import common
 from jpg_jax.models import jpg as jpg_lib
 
+# What ``LabelEvaluator.run`` returns (besides recall per pattern): stage 1's selection metric is one.
+METRICS = ("label_log_likelihood", "label_accuracy", "label_micro_f1", "label_macro_f1", "pattern_macro_f1",
+           "pattern_micro_f1")
+
 
 def label_names(label_set: labels_lib.LabelSet) -> list[str]:
   """``<token token>`` per label of the set, as the metrics name them."""

@@ -16,6 +16,10 @@ from jpg_jax.evaluators import common
 from jpg_jax.evaluators import labels as label_eval
 from jpg_jax.models import jpg as jpg_lib
 
+# What ``ReportEvaluator.run`` returns (METEOR only with ``with_meteor``, label F1 only with a labeler):
+# stage 2's selection metric is one.
+METRICS = evaluate_lib.CAPTION_KEYS + ("distinct_reports", "mean_length", "label_micro_f1", "label_macro_f1")
+
 
 def report_predictor(config, model: jpg_lib.JPG):
   """The jitted test-time function ``(variables, batch) -> dict`` of ``model``: beam search

@@ -47,6 +47,8 @@ from jpg_jax.models import subspace as subspace_lib
 from jpg_jax.models import transformer
 
 xavier = nn.initializers.xavier_uniform()
+EXTRACTOR_BATCHES = ("per_view", "joint")
+TRAIN_LABEL_SOURCES = ("predicted", "ground_truth")
 
 
 class JPG(nn.Module):
@@ -118,7 +120,7 @@ class JPG(nn.Module):
     if self.extractor_batch == "per_view":
       return jnp.stack([self.visual_extractor(images[:, k], train) for k in range(v)], axis=1)
     if self.extractor_batch != "joint":
-      raise ValueError(f"Unknown extractor_batch {self.extractor_batch!r}; choose 'per_view' or 'joint'.")
+      raise ValueError(f"Unknown extractor_batch {self.extractor_batch!r}; choose from {EXTRACTOR_BATCHES}.")
     grids = self.visual_extractor(images.reshape((b * v,) + images.shape[2:]), train)
     return grids.reshape((b, v) + grids.shape[1:])
 
@@ -167,8 +169,9 @@ class JPG(nn.Module):
       if label_ids is not None:
         out["label_token_logits"] = self.labeler.teacher_forced(h0, label_ids)
       teacher = train and self.train_label_source == "ground_truth"
-      if train and self.train_label_source not in ("predicted", "ground_truth"):
-        raise ValueError(f"Unknown train_label_source {self.train_label_source!r}.")
+      if train and self.train_label_source not in TRAIN_LABEL_SOURCES:
+        raise ValueError(f"Unknown train_label_source {self.train_label_source!r}; choose from "
+                         f"{TRAIN_LABEL_SOURCES}.")
       if label_ids is None or (self.labels_in_encoder and not teacher):
         tokens = jax.lax.stop_gradient(self.labeler.greedy_tokens(h0))
         out["label_tokens"] = tokens

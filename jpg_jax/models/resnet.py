@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 _STAGES = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
            50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3))}
+DEPTHS = tuple(_STAGES)
 
 # torchvision initialises convolutions with kaiming_normal_(mode='fan_out', nonlinearity='relu').
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+SIMILARITIES = ("dot", "scaled_dot", "cosine")   # Eq. 7 as written, / sqrt(d_s), cosine with a learnt scale
+
 
 def _xavier():
   return nn.initializers.xavier_uniform()
@@ -60,7 +62,7 @@ class SharedSubspace(nn.Module):
       if self.similarity == "scaled_dot":
         scores = scores / jnp.sqrt(jnp.asarray(self.subspace_dim, scores.dtype))
       elif self.similarity != "dot":
-        raise ValueError(f"Unknown similarity {self.similarity!r}.")
+        raise ValueError(f"Unknown similarity {self.similarity!r}; choose from {SIMILARITIES}.")
     if self.top_k:
       kth = jax.lax.top_k(scores, self.top_k)[0][..., -1:]
       scores = jnp.where(scores >= kth, scores, -jnp.inf)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 NEG_INF = -1e9
+LAYER_NORMS = ("r2gen", "standard")   # R2Gen's (unbiased std, eps outside the root) | flax's
 xavier = nn.initializers.xavier_uniform()
 
 
@@ -45,7 +46,7 @@ def layer_norm(kind: str, dtype, name: str) -> nn.Module:
     return R2GenLayerNorm(dtype=dtype, name=name)
   if kind == "standard":
     return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name)
-  raise ValueError(f"Unknown layer_norm {kind!r}.")
+  raise ValueError(f"Unknown layer_norm {kind!r}; choose from {LAYER_NORMS}.")
 
 
 def sinusoid_table(length: int, d_model: int) -> np.ndarray:

@@ -5,10 +5,16 @@
 
 Users download torchvision's ImageNet weights themselves; nothing downloads at run time. The file is read
 with ``torch.load(weights_only=True)`` (plain tensors only). The fully connected ``fc.*`` layer is dropped:
-JPG uses the last convolutional map. A config names the result with ``model_init.resnet_checkpoint``.
+JPG uses the last convolutional map. A config names the result with ``resnet_checkpoint``.
+
+``--output`` must be a new or empty folder, or one this tool wrote (its ``convert_resnet.json`` says so);
+anything else is refused unless ``--overwrite``: the tool never deletes what it did not write.
 """
 
 from __future__ import annotations
+
+import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,12 +24,15 @@ from absl import app
 from absl import flags
 from etils import epath
 
+from jpg_jax import errors
 from jpg_jax.models import resnet
 from jpg_jax.tools import convert_torch
 
 _DEPTH = flags.DEFINE_integer("depth", 101, "ResNet depth: 18, 34, 50 or 101.")
 _TORCH = flags.DEFINE_string("torch_checkpoint", None, "torchvision state_dict (.pth).")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the orbax checkpoint.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace --output even when this tool did not write it.")
+MARKER = "convert_resnet.json"   # written into every output folder: what made it
 
 
 def resnet_template(depth: int) -> dict:
@@ -39,14 +48,36 @@ def convert_state_dict(state_dict, depth: int) -> dict:
 
 def load_torch_state_dict(path: str) -> dict:
   import torch  # Only the converter needs torch.
-  sd = torch.load(path, map_location="cpu", weights_only=True)
+  if not epath.Path(path).is_file():
+    raise errors.MissingFileError(f"--torch_checkpoint {path} is not a file.")
+  try:
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # noqa: BLE001  (torch raises many types for foreign or truncated files)
+    raise errors.InputError(f"--torch_checkpoint {path} cannot be read as a torchvision state_dict "
+                            f"({type(e).__name__}: {' '.join(str(e).split())[:200]}).") from None
   return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
 
 
-def save(variables: dict, output: str) -> None:
+def check_output(output: str, overwrite: bool = False) -> None:
+  """Refuses an ``output`` that exists and is neither empty nor written by this tool (unless
+  ``overwrite``)."""
+  path = epath.Path(output)
+  if overwrite or not path.exists():
+    return
+  if not path.is_dir():
+    raise errors.OutputExistsError(f"--output {output} is a file; give a new folder or --overwrite.")
+  if any(path.iterdir()) and not (path / MARKER).exists():
+    raise errors.OutputExistsError(f"--output {output} is a folder this tool did not write, and not empty: "
+                                   f"give a new folder, or --overwrite to replace its contents.")
+
+
+def save(variables: dict, output: str, source: str = "", overwrite: bool = False) -> None:
+  """Writes ``variables`` to ``output`` (see ``check_output``) with a ``convert_resnet.json`` marker."""
+  check_output(output, overwrite)
   path = epath.Path(output).absolute()
   with ocp.StandardCheckpointer() as ckpt:
     ckpt.save(path, jax.tree.map(np.asarray, variables), force=True)
+  (path / MARKER).write_text(json.dumps({"tool": "jpg_jax.tools.convert_resnet", "source": source}))
 
 
 def restore(path: str, depth: int) -> dict:
@@ -57,8 +88,13 @@ def restore(path: str, depth: int) -> dict:
 
 def main(argv):
   del argv
-  variables = convert_state_dict(load_torch_state_dict(_TORCH.value), _DEPTH.value)
-  save(variables, _OUTPUT.value)
+  try:
+    check_output(_OUTPUT.value, _OVERWRITE.value)   # before the slow part
+    variables = convert_state_dict(load_torch_state_dict(_TORCH.value), _DEPTH.value)
+    save(variables, _OUTPUT.value, _TORCH.value, _OVERWRITE.value)
+  except errors.UserError as e:
+    print(f"convert_resnet: error: {e}", file=sys.stderr)
+    sys.exit(errors.EXIT_STATUS)
   n = sum(x.size for x in jax.tree.leaves(variables["params"]))
   print(f"ResNet-{_DEPTH.value}: {n:,} parameters written to {_OUTPUT.value}")
 
