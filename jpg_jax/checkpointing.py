@@ -164,9 +164,19 @@ class StageCheckpoints:
     A newer step that fails to restore (a truncated or corrupted file) is reported by its folder and set
     aside as ``N.damaged`` (orbax no longer sees it; nothing is deleted), so that training goes on from the
     previous intact step. When no step restores, nothing is moved and ``CheckpointError`` names the newest.
+    On several processes a failed restore is a ``CheckpointError`` naming the folder: the hosts would each
+    decide alone which step is intact, inside orbax's collective restore, so none is set aside for them.
     """
-    if self.manager.latest_step() is None:
+    latest = self.manager.latest_step()
+    if latest is None:
       return None
+    if jax.process_count() > 1:
+      try:
+        return (latest, *self.restore(latest, abstract_state))
+      except Exception as e:  # noqa: BLE001  (orbax, tensorstore, zstd and json raise many types)
+        raise errors.CheckpointError(
+            f"Checkpoint {self.step_dir(latest)} does not restore ({summary(e)}); move it away (the previous "
+            f"step resumes) or use the config that wrote it.") from e
     (step, restored), damaged = self.first_intact(lambda s: self.restore(s, abstract_state))
     if step is None:
       newest = max(damaged)

@@ -32,8 +32,8 @@ from jpg_jax.models import subspace
 from jpg_jax.models import transformer
 
 # Where things are and how they are fetched, and the resume switch itself: not what a run computes.
-PATH_KEYS = ("dataset.data_dir", "dataset.manual_dir", "dataset.download", "dataset.worker_count",
-             "train.allow_config_change")
+# (``dataset.worker_count`` is not one of them: a checkpoint's data-iterator state has its form.)
+PATH_KEYS = ("dataset.data_dir", "dataset.manual_dir", "dataset.download", "train.allow_config_change")
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -63,10 +63,11 @@ _POSITIVE = ("dataset.image_size", "dataset.resize_size", "dataset.max_seq_lengt
              "labels.num_mined", "labels.mining_beam", "model.resnet_width", "model.num_bases",
              "model.label_hidden", "model.label_steps", "model.d_model", "model.d_ff", "model.num_heads",
              "model.num_layers", "model.max_length", "train.batch_size", "train.eval_batch_size",
-             "train.eval_every_epochs", "train.log_every_steps", "train.keep_checkpoints", "train.beam_size",
+             "train.stage2_epochs", "train.eval_every_epochs", "train.log_every_steps",
+             "train.keep_checkpoints", "train.beam_size",
              "optim.learning_rate", "optim.lr_step_epochs")
 _NON_NEGATIVE = ("dataset.vocab_threshold", "dataset.worker_count", "labels.min_mined", "model.top_k",
-                 "model.basis_init_std", "model.attention_layer", "train.stage1_epochs", "train.stage2_epochs",
+                 "model.basis_init_std", "model.attention_layer", "train.stage1_epochs",
                  "train.label_loss_weight", "train.class_loss_weight", "optim.extractor_learning_rate",
                  "optim.weight_decay", "optim.lr_gamma", "optim.grad_clip_value",
                  "optim.adagrad_initial_accumulator")
@@ -79,8 +80,9 @@ def _get(config, key: str):
   return config
 
 
-def problems(config, device_count: int = 1, process_count: int = 1) -> list[str]:
-  """Every value of ``config`` that cannot work, one phrase each (empty: the config is fine)."""
+def problems(config, device_count: int = 1, process_count: int = 1, training: bool = True) -> list[str]:
+  """Every value of ``config`` that cannot work, one phrase each (empty: the config is fine); without
+  ``training`` (evaluate, predict), the paths only training reads are not checked."""
   out = []
   for key, allowed in choices().items():
     if _get(config, key) not in allowed:
@@ -95,6 +97,8 @@ def problems(config, device_count: int = 1, process_count: int = 1) -> list[str]
     if not 0 <= _get(config, key) < 1:
       out.append(f"{key}={_get(config, key)!r} must be in [0, 1)")
   d, m, t, labels = config.dataset, config.model, config.train, config.labels
+  if m.use_labeler and not t.stage1_epochs > 0:
+    out.append(f"train.stage1_epochs={t.stage1_epochs!r} must be positive for a model with a labeler")
   if not 0 < labels.normal_keep <= 1:
     out.append(f"labels.normal_keep={labels.normal_keep!r} must be in (0, 1]")
   if d.image_size > d.resize_size:
@@ -120,7 +124,7 @@ def problems(config, device_count: int = 1, process_count: int = 1) -> list[str]
   if t.stage2_select_metric.startswith("label_") and not m.use_labeler:
     out.append(f"train.stage2_select_metric={t.stage2_select_metric!r} needs a labeler "
                f"(model.use_labeler=True)")
-  if config.resnet_checkpoint and "://" not in config.resnet_checkpoint and not epath.Path(
+  if training and config.resnet_checkpoint and "://" not in config.resnet_checkpoint and not epath.Path(
       config.resnet_checkpoint).is_dir():
     out.append(f"resnet_checkpoint={config.resnet_checkpoint!r} is not a folder (make one with "
                f"python -m jpg_jax.tools.convert_resnet)")
@@ -130,9 +134,9 @@ def problems(config, device_count: int = 1, process_count: int = 1) -> list[str]
   return out
 
 
-def validate(config, device_count: int = 1, process_count: int = 1) -> None:
+def validate(config, device_count: int = 1, process_count: int = 1, training: bool = True) -> None:
   """Raises ``ConfigError`` naming every value of ``config`` that cannot work (see ``problems``)."""
-  found = problems(config, device_count, process_count)
+  found = problems(config, device_count, process_count, training)
   if found:
     raise errors.ConfigError(f"Bad config: {'; '.join(found)}.")
 
@@ -152,6 +156,11 @@ def identity(config_json: str) -> dict:
 def fingerprint(config) -> str:
   """A short hash of ``identity``: checkpoints carry it, and a resumed run compares it."""
   return hashlib.sha256(json.dumps(identity(config.to_json()), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprints(config) -> tuple[str, str]:
+  """``fingerprint`` and the one checkpoints written before it carry (the hash of the whole config)."""
+  return fingerprint(config), hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
 
 
 def differences(old_json: str, new_json: str) -> list[str]:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from jpg_jax import attention
 from jpg_jax import checkpointing
+from jpg_jax import clinical
 from jpg_jax import config_checks
 from jpg_jax import errors
 from jpg_jax import evaluate as evaluate_lib
@@ -30,6 +31,7 @@ from jpg_jax import parallel
 from jpg_jax import steps
 from jpg_jax import text
 from jpg_jax.datasets import common
+from jpg_jax.datasets import synthetic_findings
 from jpg_jax.evaluators import reports as report_eval
 from jpg_jax.models import jpg as jpg_lib
 
@@ -53,7 +55,7 @@ def restore_for_inference(config, workdir, mesh=None) -> Restored:
   """
   workdir = epath.Path(workdir)
   mesh = mesh if mesh is not None else parallel.make_mesh()
-  config_checks.validate(config, mesh.size, jax.process_count())
+  config_checks.validate(config, mesh.size, jax.process_count(), training=False)
   if not workdir.is_dir():
     raise errors.MissingFileError(f"The workdir {workdir} does not exist.")
   trained = checkpointing.read_workdir_config(workdir)
@@ -98,8 +100,9 @@ def restore_for_inference(config, workdir, mesh=None) -> Restored:
 def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluator, variables, step: int,
                        train_index: ip.SplitIndex, writer=None, extra: dict | None = None) -> dict:
   """Scores the test split with ``evaluator``; writes ``results_dir/test_metrics.json`` (the metrics, the
-  most-frequent-report baseline, the checkpoint step, ``extra``) and ``test_reports.jsonl`` (one row a
-  report); test scalars go to ``writer`` where given."""
+  most-frequent-report baseline, the checkpoint step, ``extra``; on the template-written synthetic data,
+  the ``clinical`` block of both: ``jpg_jax/clinical.py``) and ``test_reports.jsonl`` (one row a report);
+  test scalars go to ``writer`` where given."""
   metrics, rows = evaluator.run_with_reports(variables)
   references = [r["reference"] for r in rows]
   vocab, length = evaluator.data.vocab, config.dataset.max_seq_length
@@ -107,6 +110,17 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
   baseline = evaluate_lib.baseline_scores(train_refs, references)
   baseline["report"] = evaluate_lib.most_frequent_report(train_refs)
   baseline.update(evaluate_lib.output_statistics([baseline["report"]] * len(references)))
+  if clinical.applies_to(config.dataset.name):
+    index = evaluator.data.index[evaluator.split]
+    position = {example_id: i for i, example_id in enumerate(index.ids)}
+    mesh = [index.mesh[position[r["id"]]] for r in rows]
+    for row, terms in zip(rows, mesh):
+      row["findings_true"] = [f.mesh_term for f in clinical.true_findings(terms)]
+      row["findings_stated"] = [f.mesh_term for f in synthetic_findings.read_findings(row["prediction"])]
+    for target, predictions in ((metrics, [r["prediction"] for r in rows]),
+                                (baseline, [baseline["report"]] * len(rows))):
+      target["clinical"] = dict(clinical.report_scores(predictions, mesh),
+                                **evaluate_lib.output_statistics(predictions))
   metrics.update(baseline_most_frequent=baseline, checkpoint_step=int(step), num_reports=len(rows),
                  decode_policy=config.decode.policy)
   metrics.update(extra or {})
@@ -118,6 +132,8 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
       for row in rows:
         f.write(json.dumps(row) + "\n")
   summary = {k: v for k, v in metrics.items() if k in evaluate_lib.CAPTION_KEYS + ("label_micro_f1",)}
+  if "clinical" in metrics:
+    summary.update({f"clinical_{k}": metrics["clinical"][k] for k in ("micro_f1", "strict_micro_f1")})
   logging.info("Test: %s; baseline: %s", summary, {k: baseline[k] for k in evaluate_lib.CAPTION_KEYS})
   if writer is not None:
     writer.write_scalars(int(step), {f"test/{k}": v for k, v in summary.items()})
@@ -137,8 +153,13 @@ def evaluate_checkpoint(config, workdir, output_dir: str | None = None) -> dict:
                              f"was trained on.")
   evaluator = report_eval.ReportEvaluator(config, restored.model, data, "test", restored.label_set, mesh,
                                           with_meteor=True)
+  trained = epath.Path(workdir) / "results" / "test_metrics.json"
+  try:   # what only the training run knows (the extractor's source, the mining summary) is kept
+    extra = {k: v for k, v in json.loads(trained.read_text()).items() if k in ("extractor", "mining")}
+  except (OSError, ValueError):
+    extra = {}
   return write_test_results(config, output_dir or epath.Path(workdir) / "results", evaluator,
-                            restored.variables, restored.step, data.index["train"])
+                            restored.variables, restored.step, data.index["train"], extra=extra)
 
 
 # ============================================================================================ one study

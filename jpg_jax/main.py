@@ -33,10 +33,12 @@ import jax
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from etils import epath
 from ml_collections import config_flags
 
 from jpg_jax import checkpointing
+from jpg_jax import config_checks
 from jpg_jax import cost
 from jpg_jax import datasets
 from jpg_jax import errors
@@ -127,24 +129,43 @@ def _fail(message: str) -> None:
   sys.exit(errors.EXIT_STATUS)
 
 
+def _last_line(error: BaseException) -> str:
+  """The message of ``error`` without a traceback quoted in it (ml_collections quotes the config file's)."""
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  if any(l.startswith("Traceback") for l in lines):
+    return f"{lines[0].split('Traceback')[0].rstrip(': ')}: {lines[-1]}"
+  return " ".join(lines)
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with a bad flag (a ``--config.*`` key the config does not have, a value of the
-  wrong type, an unknown variant) as one line and exit status 2 instead of a traceback."""
+  """absl's flag parsing, with a bad flag (a ``--config`` file that is not there, an unknown variant, a
+  ``--config.*`` key the config does not have, a value of the wrong type) as one line and exit status 2
+  instead of a traceback."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(e)
-  except AttributeError as e:   # ml_collections: an override of a key the config does not have
-    key = str(e).strip("\"'")
+    _fail(_last_line(e))
+  except (AttributeError, KeyError) as e:   # ml_collections: an override of a key the config does not have
+    lines = str(e.args[0] if e.args else e).splitlines() or [""]
+    key, hint = lines[0].strip("\"' "), " ".join(l.strip() for l in lines[1:])
     bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and f".{key}" in a.split("=")[0]]
-    _fail(f"{' '.join(bad) or '--config.*'}: the config has no key {key!r}; its keys are in configs/jpg.py.")
+    _fail(f"{' '.join(bad) or '--config.*'}: the config has no key {key!r}{'; ' + hint if hint else ''}; its "
+          f"keys are in configs/jpg.py.")
+  except OSError as e:   # a --config file that is not there, with overrides
+    _fail(f"--config: {_last_line(e)}")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
+  config = _CONFIG.value
+  if not isinstance(config, ml_collections.ConfigDict):   # config_flags' stand-in for a file it could not load
+    try:
+      config.to_json()
+    except Exception as e:  # noqa: BLE001  (whatever loading the file raised)
+      _fail(f"--config: {_last_line(e)}")
   try:
-    run(_CONFIG.value)
+    run(config)
   except errors.UserError as e:
     if logging.get_verbosity() >= logging.DEBUG:
       logging.exception("User error:")
@@ -162,6 +183,8 @@ def run(config) -> None:
                jax.device_count())
   if _MODE.value in ("train", "evaluate", "predict") and not _WORKDIR.value:
     raise errors.UserError(f"--workdir is required for --mode={_MODE.value}.")
+  if _MODE.value in ("stats", "params", "cost"):   # the other modes check it against their devices
+    config_checks.validate(config, training=False)
   if _MODE.value == "train":
     try:
       train.train_and_evaluate(config, _WORKDIR.value)

@@ -163,6 +163,37 @@ def format_table2(table: Mapping[str, Mapping[str, Cell]], reference: str = "BAS
                    + [note])
 
 
+# ------------------------------------------------------------------------------------------ clinical efficacy
+CLINICAL_COLUMNS = {"micro_f1": "CE micro-F1", "macro_f1": "CE macro-F1", "strict_micro_f1": "strict micro-F1",
+                    "micro_precision": "CE P", "micro_recall": "CE R", "distinct_reports": "distinct",
+                    "mean_length": "mean length"}
+
+
+def format_clinical(runs: Sequence[Run], markdown: bool = False) -> str:
+  """The ``clinical`` block of every run that has one (``jpg_jax/clinical.py``: findings read from the
+  reports against the cases' true findings), and the most-frequent-report baseline of the first; '' when
+  no run has one."""
+  scored = [(run.name, run.metrics["clinical"]) for run in runs if "clinical" in run.metrics]
+  if not scored:
+    return ""
+  baseline = next((run.metrics["baseline_most_frequent"].get("clinical") for run in runs
+                   if "clinical" in run.metrics.get("baseline_most_frequent", {})), None)
+  if baseline is not None:
+    scored.append(("most frequent report", baseline))
+  header = ["METHOD"] + list(CLINICAL_COLUMNS.values())
+  def cell(key, value):
+    if key == "distinct_reports":
+      return str(int(value))
+    return f"{value:.1f}" if key == "mean_length" else f"{value:.3f}"
+  rows = [[name] + [cell(k, block[k]) for k in CLINICAL_COLUMNS] for name, block in scored]
+  if markdown:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+  widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+  fmt = lambda r: "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
+  return "\n".join([fmt(header), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(r) for r in rows])
+
+
 # ------------------------------------------------------------------------------------------ Fig. 3
 HEADS = ("alexnet", "nin", "googlenet")
 
@@ -278,6 +309,8 @@ def examples_page(runs: Sequence[Run], ids: Sequence[str], fmt: str = "md") -> s
       if i not in rows:
         raise KeyError(f"{i} is not in {run.name}'s test reports.")
   labels = lambda row: ", ".join(f"<{l}>" for l in row.get("predicted_labels", [])) or "-"
+  # The findings a report states (template-written synthetic data: jpg_jax/clinical.py), where scored.
+  findings = lambda row, key: (f"; findings: {', '.join(row[key]) or 'none'}" if key in row else "")
   if fmt == "html":
     esc = html.escape
     head = "".join(f"<th>{esc(r.name)}</th>" for r in runs)
@@ -285,8 +318,11 @@ def examples_page(runs: Sequence[Run], ids: Sequence[str], fmt: str = "md") -> s
     for i in ids:
       ref = by_id[0][i]["reference"]
       cells = "".join(f"<td>{esc(rows[i]['prediction'])}<br><small>BLEU-4 {rows[i]['scores']['BLEU_4']:.3f}"
-                      f"; labels: {esc(labels(rows[i]))}</small></td>" for rows in by_id)
-      body.append(f"<tr><td><code>{esc(i)}</code></td><td>{esc(ref)}</td>{cells}</tr>")
+                      f"; labels: {esc(labels(rows[i]))}{esc(findings(rows[i], 'findings_stated'))}"
+                      f"</small></td>" for rows in by_id)
+      truth = esc(findings(by_id[0][i], "findings_true")[2:])
+      body.append(f"<tr><td><code>{esc(i)}</code></td><td>{esc(ref)}<br><small>{truth}</small></td>"
+                  f"{cells}</tr>")
     return ("<!doctype html><meta charset='utf-8'><title>Example reports</title>\n"
             "<table border='1' cellpadding='4'>\n"
             f"<tr><th>id</th><th>ground truth</th>{head}</tr>\n" + "\n".join(body) + "\n</table>\n")
@@ -294,8 +330,9 @@ def examples_page(runs: Sequence[Run], ids: Sequence[str], fmt: str = "md") -> s
            "|---|---|" + "---|" * len(runs)]
   cell = lambda s: s.replace("|", "\\|")
   for i in ids:
-    row = [f"`{i}`", cell(by_id[0][i]["reference"])]
+    truth = findings(by_id[0][i], "findings_true")[2:]
+    row = [f"`{i}`", cell(by_id[0][i]["reference"]) + (f"<br>*{cell(truth)}*" if truth else "")]
     row += [cell(rows[i]["prediction"]) + f"<br>*BLEU-4 {rows[i]['scores']['BLEU_4']:.3f}; labels: "
-            f"{cell(labels(rows[i]))}*" for rows in by_id]
+            f"{cell(labels(rows[i]))}{cell(findings(rows[i], 'findings_stated'))}*" for rows in by_id]
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"

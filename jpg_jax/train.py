@@ -101,9 +101,14 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
   resumed = ckpt.restore_latest_intact(abstract)
   if resumed is not None:
     latest, state, data_state, saved_meta = resumed
-    if saved_meta.get("config_fingerprint") != stage.meta["config_fingerprint"] and not t.allow_config_change:
+    if (saved_meta.get("config_fingerprint") not in config_checks.fingerprints(config)
+        and not t.allow_config_change):
       raise errors.ConfigError(f"Checkpoint {ckpt.step_dir(latest)} was written by another config; use "
                                f"another workdir or --config.train.allow_config_change=True.")
+    if saved_meta.get("label_set") != stage.meta.get("label_set"):
+      raise errors.CheckpointError(
+          f"Checkpoint {ckpt.step_dir(latest)} was trained on another label set than this run mined (stage 1 "
+          f"was trained again?); move {ckpt.directory} away to train stage {stage.number} afresh.")
     stage.train_iter.set_state(data_state)
     logging.info("Stage %d: resumed at step %d.", stage.number, latest)
   step = int(state["step"])
@@ -134,19 +139,21 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
         writer.write_scalars(step, means)
         history.write_scalars(step, means)
         sums, count = None, 0
+      metrics = None
+      if boundary:   # validated before a stop too: a resumed run does not validate this step again
+        metrics = stage.evaluate(steps.variables_of(state))
+        val = {f"{prefix}val_{k}": v for k, v in metrics.items()}
+        writer.write_scalars(step, val)
+        history.write_scalars(step, val)
+      if boundary or stop:
+        ckpt.save(step, state, stage.train_iter.get_state(),
+                  stage.meta if metrics is None else dict(stage.meta, val=metrics), metrics=metrics)
       if stop:
-        ckpt.save(step, state, stage.train_iter.get_state(), stage.meta)
         ckpt.wait()
         writer.flush()
         logging.warning("Stage %d: checkpoint %d written on request (SIGTERM or a hook); stopping.",
                         stage.number, step)
         raise checkpointing.Preempted(f"stage {stage.number}, step {step}")
-      if boundary:
-        metrics = stage.evaluate(steps.variables_of(state))
-        val = {f"{prefix}val_{k}": v for k, v in metrics.items()}
-        writer.write_scalars(step, val)
-        history.write_scalars(step, val)
-        ckpt.save(step, state, stage.train_iter.get_state(), dict(stage.meta, val=metrics), metrics=metrics)
   ckpt.wait()
   best = ckpt.best_step()
   logging.info("Stage %d: best checkpoint is step %s.", stage.number, best)

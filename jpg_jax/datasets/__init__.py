@@ -16,17 +16,15 @@ def get_builder(name: str, data_dir: str, **kwargs) -> tfds.core.DatasetBuilder:
   return tfds.builder(name, data_dir=data_dir, file_format="array_record", **kwargs)
 
 
-def prepare(name: str, data_dir: str, manual_dir: str | None = None, download: bool | None = None,
+def prepare(name: str, data_dir: str, manual_dir: str | None = None, download: bool = False,
             **kwargs) -> tfds.core.DatasetBuilder:
   """Builds the dataset if needed (a no-op when it is already there) and returns its builder.
 
   ``download`` (``dataset.download``) lets the builders fetch sources missing from ``manual_dir`` from
   Open-i; without it, a dataset built from the manual dir whose manual dir is missing fails at once,
-  naming it. None: the builder's default.
+  naming it.
   """
-  if download is not None:
-    kwargs["allow_download"] = download
-  builder = get_builder(name, data_dir, **kwargs)
+  builder = get_builder(name, data_dir, allow_download=download, **kwargs)
   if (manual_dir and not download and not builder.is_prepared() and builder.needs_manual_dir()
       and not epath.Path(manual_dir).is_dir()):
     raise errors.MissingFileError(

@@ -177,6 +177,9 @@ def extract_archive(archive: epath.Path, target: epath.Path) -> epath.Path:
   marker = target / ".complete"
   if marker.exists():
     return target
+  if not hasattr(tarfile, "data_filter"):   # Python 3.10.12 / 3.11.4 and later
+    raise errors.UserError(f"Extracting {archive} safely needs tarfile's data filter (Python >= 3.10.12 or "
+                           f">= 3.11.4); extract it yourself into {archive.parent / 'NLMCXR_png'}.")
   partial = target.parent / (target.name + ".partial")
   partial.rmtree(missing_ok=True)
   partial.mkdir(parents=True)

@@ -68,7 +68,7 @@ class Finding:
     if self.kind == "degenerative":
       parts.append("degenerative")
     if has_zone:
-      parts += ["lung", self.zone]
+      parts += ["lung"] + ([self.zone] if self.zone else [])   # a generated report may name no zone
     if has_side and self.side:
       parts.append(self.side)
     if self.severity:
@@ -212,3 +212,72 @@ def report_from_findings(findings: Sequence[Finding], rng: np.random.Generator) 
   if "clips" in by:
     s.append("Surgical clips are noted in the mediastinum.")
   return " ".join(s)
+
+
+# --------------------------------------------------------------------------------------- reading text back
+_READ_SEVERITY = {"mild": "mild", "mildly": "mild", "moderate": "moderate", "moderately": "moderate",
+                  "severe": "severe", "severely": "severe", "small": "small", "large": "large"}
+_READ_ZONE = {"upper": "upper lobe", "midlung": "middle lobe", "midlungs": "middle lobe",
+              "lower": "lower lobe", "base": "base", "bases": "base"}
+_READ_SIDE = {"right": "right", "rightsided": "right", "left": "left", "leftsided": "left",
+              "bilateral": "bilateral"}
+# kind -> words of a sentence that name it (any one); checked in this order, one kind per sentence.
+_KIND_WORDS = (
+    ("cardiomegaly", ("cardiomegaly", "enlarged", "enlargement")),
+    ("hypoinflation", ("hypoinflated", "low")),
+    ("hyperdistention", ("hyperexpanded", "hyperinflated")),
+    ("opacity", ("opacity",)),
+    ("nodule", ("nodule", "nodular")),
+    ("granuloma", ("granuloma",)),
+    ("effusion", ("effusion",)),
+    ("pneumothorax", ("pneumothorax",)),
+    ("degenerative", ("degenerative",)),
+    ("scoliosis", ("scoliosis", "curvature")),
+    ("catheter", ("catheter",)),
+    ("clips", ("clips",)),
+)
+_NEGATIONS = ("no", "without", "not")
+# The kinds whose sentences state their severity (``report_from_findings``): an opacity's or a nodule's
+# severity is drawn but never written, so no reader can recover it.
+SEVERITY_STATED = ("cardiomegaly", "effusion", "pneumothorax", "degenerative")
+
+
+def _words(sentence: str) -> list[str]:
+  return sentence.replace("-", "").replace(",", " ").split()
+
+
+def read_findings(report: str) -> list[Finding]:
+  """The findings a report states, read back from its text: the inverse of ``report_from_findings`` on
+  its sentences, and lenient enough for generated text (R2Gen-cleaned or not: lower case, ``-`` dropped).
+
+  Each sentence names at most one finding kind (its first kind word, ``_KIND_WORDS``); a sentence with a
+  negation (``no pleural effusion``) names none. Side, zone and severity are the sentence's words for
+  them, kept only where the kind has them (``KINDS``; severity only where it is written,
+  ``SEVERITY_STATED``); pleural findings with no severity word are not
+  stated ("there is no pneumothorax or pleural effusion" is caught by its negation anyway). The first
+  mention of a kind counts.
+  """
+  found: dict[str, Finding] = {}
+  for sentence in report.lower().replace(" .", ".").split("."):
+    words = _words(sentence)
+    if not words or any(w in _NEGATIONS for w in words):
+      continue
+    kind = next((k for k, names in _KIND_WORDS if any(w in names for w in words)), None)
+    if kind is None or kind in found:
+      continue
+    if kind == "hypoinflation" and "low" in words and "volumes" not in words:
+      continue
+    _, has_zone, has_side, severities = KINDS[kind]
+    severity = next((_READ_SEVERITY[w] for w in words if w in _READ_SEVERITY), None)
+    if kind in ("effusion", "pneumothorax") and severity is None:
+      continue
+    zone = next((_READ_ZONE[w] for w in words if w in _READ_ZONE), None)
+    side = next((_READ_SIDE[w] for w in words if w in _READ_SIDE), None)
+    found[kind] = Finding(kind, zone if has_zone else None, side if has_side else None,
+                          severity if severity in severities and kind in SEVERITY_STATED else None)
+  return list(found.values())
+
+
+def as_stated(finding: Finding) -> Finding:
+  """``finding`` as a report states it: without a severity that its sentence does not write."""
+  return finding if finding.kind in SEVERITY_STATED else dataclasses.replace(finding, severity=None)

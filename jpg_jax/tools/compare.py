@@ -7,7 +7,9 @@ Each ``--run=NAME=WORKDIR`` reads ``WORKDIR/results/test_metrics.json`` and ``te
 named as a row of the paper's Table 2 (BASE, JPG-projection, JPG-auxiliary, JPG, R2GEN, CMN, ...) is
 printed with the paper's numbers and the difference; † marks a run significantly better than the
 ``--reference`` run (paired t-test on per-report scores, p < 0.05), as the paper marks JPG against BASE.
-``--fig3`` draws the test label micro-F1 of every run with a labeler, grouped by classification head
+Runs on the template-written synthetic data also get a clinical-efficacy table (``jpg_jax/clinical.py``)
+with the most-frequent-report baseline. ``--fig3`` draws the test label micro-F1 of every run with a
+labeler, grouped by classification head
 (``model.head``) with and without the shared subspace (``model.use_subspace``).
 """
 
@@ -30,9 +32,15 @@ def main(argv):
   runs = results.parse_runs(_RUNS.value)
   table = results.table2(runs, _REFERENCE.value)
   print(results.format_table2(table, _REFERENCE.value))
+  clinical = results.format_clinical(runs)
+  if clinical:
+    print("\nClinical efficacy (findings read from the reports against the cases' true findings):")
+    print(clinical)
   if _MARKDOWN.value:
     with open(_MARKDOWN.value, "w") as f:
       f.write(results.format_table2(table, _REFERENCE.value, markdown=True) + "\n")
+      if clinical:
+        f.write("\n" + results.format_clinical(runs, markdown=True) + "\n")
   if _FIG3.value:
     values = results.fig3_values(runs)
     if not values:
