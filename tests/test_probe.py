@@ -1,4 +1,4 @@
-"""The learnability probe (jpg_jax/tools/probe.py): its AUC, its targets, and a short run."""
+"""The learnability probe (jpg_jax/probe.py): its AUC, its targets, and a short run."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import jpg
-from jpg_jax.tools import probe
+from jpg_jax import probe
 
 
 def test_auc_is_the_share_of_correctly_ordered_pairs():
