@@ -1,4 +1,4 @@
-"""Helpers shared by tests that start several processes."""
+"""Helpers shared by several test files."""
 
 import socket
 
@@ -8,3 +8,11 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
+
+
+def damage_checkpoint_item(step_dir, item: str) -> None:
+  """Cuts every data file of a checkpoint item (``state``: its array data files) to 7 bytes."""
+  files = [p for p in (step_dir / item).rglob("*") if p.is_file() and (p.parent.name == "d" or item != "state")]
+  assert files
+  for p in files:
+    p.write_bytes(p.read_bytes()[:7])

@@ -24,6 +24,7 @@ from jpg_jax import inference
 from jpg_jax import metric_writers
 from jpg_jax import train
 from jpg_jax.datasets import common
+from jpg_jax_testing import damage_checkpoint_item
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -217,15 +218,6 @@ def _tiny_state(value: int) -> dict:
   return {"step": jnp.asarray(value, jnp.int32), "params": {"w": jnp.full((4,), float(value))}}
 
 
-def _damage(step_dir, item: str) -> None:
-  """Cuts every data file of a checkpoint item short."""
-  files = [p for p in (step_dir / item).rglob("*") if p.is_file() and (
-      p.parent.name == "d" or item != "state")]
-  assert files
-  for p in files:
-    p.write_bytes(p.read_bytes()[:7])
-
-
 # Restoring damaged arrays leaves orbax futures whose errors nobody reads (they are in the error).
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::RuntimeWarning")
 def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(tmp_path, caplog):
@@ -235,8 +227,8 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(t
     ckpt.save(step, _tiny_state(step), {"position": step}, {"stage": 2}, metrics={"BLEU_4": 0.1 * step})
   ckpt.wait()
   ckpt.close()
-  _damage(directory / "3", "state")      # truncated array data
-  _damage(directory / "2", "meta")       # a truncated meta file
+  damage_checkpoint_item(directory / "3", "state")      # truncated array data
+  damage_checkpoint_item(directory / "2", "meta")       # a truncated meta file
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), _tiny_state(0))
   ckpt = checkpointing.StageCheckpoints(directory, keep=5, metric="BLEU_4")
   with caplog.at_level("WARNING"):
@@ -251,8 +243,8 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(t
   ckpt.close()
 
   # No step restores: nothing is moved, and the error names the newest.
-  _damage(directory / "1", "state")
-  _damage(directory / "2", "state")
+  damage_checkpoint_item(directory / "1", "state")
+  damage_checkpoint_item(directory / "2", "state")
   ckpt = checkpointing.StageCheckpoints(directory, keep=5, metric="BLEU_4")
   with pytest.raises(errors.CheckpointError, match=f"No checkpoint in {directory} restores; the newest, "
                                                    f"{directory / '2'}, fails") as e:

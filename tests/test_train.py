@@ -26,6 +26,7 @@ from jpg_jax import inference
 from jpg_jax import steps
 from jpg_jax import train
 from jpg_jax.datasets import synthetic_findings
+from jpg_jax_testing import damage_checkpoint_item
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -185,9 +186,7 @@ def test_inference_refuses_another_model_and_names_a_damaged_best_checkpoint(run
                                                    f"not restore") as e:
     inference.restore_for_inference(wider, str(copy))
   assert "\n" not in str(e.value)
-  for p in (copy / "stage2" / str(best) / "state").rglob("*"):
-    if p.is_file() and p.parent.name == "d":
-      p.write_bytes(p.read_bytes()[:7])
+  damage_checkpoint_item(copy / "stage2" / str(best), "state")
   other = max(s for s in saved if s != best)
   with pytest.raises(errors.CheckpointError, match=f"{copy / 'stage2' / str(best)} does not restore .*; step "
                                                    f"{other} restores: move"):

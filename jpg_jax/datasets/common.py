@@ -70,23 +70,24 @@ def to_grey8(img: Image.Image) -> Image.Image:
   raise ValueError(f"image mode {img.mode!r} is not supported (8-bit, 16-bit, 32-bit integer or float)")
 
 
-def open_grey(source, what: str, max_side: int | None = None) -> Image.Image:
-  """The image at ``source`` (a path, or bytes) as 8-bit grey-scale, its longer side at most ``max_side``.
-
-  Raises ``BadImageError`` naming ``what`` (the file, and the report where there is one) for a missing
-  file, a folder, a truncated or foreign file and an image above PIL's pixel limit.
-  """
+def _read(path, what: str) -> bytes:
   try:
-    if isinstance(source, (bytes, bytearray)):
-      data = bytes(source)
-    else:
-      data = epath.Path(source).read_bytes()
+    return epath.Path(path).read_bytes()
   except FileNotFoundError:
     raise BadImageError(f"{what} does not exist.") from None
   except IsADirectoryError:
     raise BadImageError(f"{what} is a folder, not an image file.") from None
   except OSError as e:
     raise BadImageError(f"{what} cannot be read ({e.strerror or e}).") from None
+
+
+def open_grey(source, what: str, max_side: int | None = None) -> Image.Image:
+  """The image at ``source`` (a path, or bytes) as 8-bit grey-scale, its longer side at most ``max_side``.
+
+  Raises ``BadImageError`` naming ``what`` (the file, and the report where there is one) for a missing
+  file, a folder, a truncated or foreign file and an image above PIL's pixel limit.
+  """
+  data = bytes(source) if isinstance(source, (bytes, bytearray)) else _read(source, what)
   if not data:
     raise BadImageError(f"{what} is empty (0 bytes).")
   try:
@@ -112,8 +113,9 @@ def open_grey(source, what: str, max_side: int | None = None) -> Image.Image:
 def read_grayscale_png(path, report_id: str) -> bytes:
   """The file's PNG bytes, as a single-channel 8-bit PNG (``to_grey8``). Raises BadImageError naming file
   and report."""
-  path = epath.Path(path)
-  grey = open_grey(path, f"Image {path} of report {report_id}")
+  what = f"Image {path} of report {report_id}"
+  data = _read(path, what)
+  grey = open_grey(data, what)
   if grey.format == "PNG":   # already an 8-bit grey PNG: its own bytes
-    return path.read_bytes()
+    return data
   return encode_png(np.asarray(grey))
