@@ -52,9 +52,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.cached_features = False   # inputs are precomputed patch grids of a frozen extractor
   c.model.use_subspace = True
   c.model.num_bases = 2048          # m: "a 512 x 2048 memory matrix", d_s = 512
-  c.model.similarity = "dot"        # Eq. 7 as written ('scaled_dot', 'cosine' are options)
+  # Eq. 7: the text's "cosine similarity" (the formula's plain dot product is 'dot'; 'scaled_dot' is CMN's).
+  # The dot product collapses the softmax onto a few basis vectors in training (README, design notes).
+  c.model.similarity = "cosine"
   c.model.top_k = 0
-  c.model.basis_init_std = 0.0      # 0: CMN's N(0, 1/d_b)
+  # N(0, 1): CMN's N(0, 1/d_b) (0.0 here) makes r_x and r_y about 1e-3 in norm at this config's init
+  # (0.83 with N(0, 1)), so the text path passes little but the positions.
+  c.model.basis_init_std = 1.0
+  # r = x~ + S B~, as CMN adds its memory's response to the query (R2GenCMN base_cmn.py); False: Eq. 10's
+  # r = S B~. Chosen by measurement on the synthetic default (README, design notes).
+  c.model.subspace_residual = True
   c.model.use_labeler = True
   c.model.labels_in_encoder = True
   c.model.train_label_source = "predicted"
@@ -90,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.stage1_select_metric = "pattern_macro_f1"   # a constant predictor cannot maximise it
   c.train.stage2_select_metric = "BLEU_4"
   c.train.allow_config_change = False
+  c.train.diagnostics = True        # subspace entropy, bases in use, feature spread, gradient per module
 
   c.decode = ml_collections.ConfigDict()
   c.decode.policy = "r2gen"         # R2Gen's beam_step; 'live_beams': EOS never takes a slot (decode.py)
@@ -130,9 +138,6 @@ def _apply(c: ml_collections.ConfigDict, variant: str) -> None:
     c.dataset.random_flip = False
     c.model.resnet_depth = 18
     c.model.num_bases = 256
-    # CMN's N(0, 1/d_b) start makes the subspace's softmax uniform, and learning slow: at step 75 of this
-    # config the report loss is 3.10 with it and 1.29 with std 1.0 (BASE: 1.06). See README.
-    c.model.basis_init_std = 1.0
     c.model.d_model = c.model.d_ff = c.model.label_hidden = 128
     c.model.num_heads = 4
     c.model.num_layers = 2

@@ -31,9 +31,11 @@ from jpg_jax.models import resnet
 from jpg_jax.models import subspace
 from jpg_jax.models import transformer
 
-# Where things are and how they are fetched, and the resume switch itself: not what a run computes.
-# (``dataset.worker_count`` is not one of them: a checkpoint's data-iterator state has its form.)
-PATH_KEYS = ("dataset.data_dir", "dataset.manual_dir", "dataset.download", "train.allow_config_change")
+# Where things are and how they are fetched, the resume switch itself and what is logged beside the losses:
+# not what a run computes. (``dataset.worker_count`` is not one of them: a checkpoint's data-iterator state
+# has its form.)
+PATH_KEYS = ("dataset.data_dir", "dataset.manual_dir", "dataset.download", "train.allow_config_change",
+             "train.diagnostics")
 
 
 def dataset_names() -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jpg_jax import decode as decode_lib
+from jpg_jax import diagnostics
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import optim as optim_lib
@@ -198,10 +199,11 @@ def losses(out: dict, batch: dict, config, stage: int) -> dict:
 def train_step(state: dict, batch: dict, *, model, optimizer, config, stage: int):
   """One optimiser step. ``state``: step, params, batch_stats, opt_state, rng (a plain pytree)."""
   rng = jax.random.fold_in(state["rng"], state["step"])
+  diagnose = config.train.diagnostics   # the subspace's diagnostics beside the losses (diagnostics.py)
 
   def loss_fn(params):
     variables = {"params": params, "batch_stats": state["batch_stats"]}
-    kw = dict(rngs={"dropout": rng}, mutable=["batch_stats"])
+    kw = dict(rngs={"dropout": rng}, mutable=["batch_stats"] + (["intermediates"] if diagnose else []))
     if stage == 1:
       (class_logits, token_logits), updates = model.apply(
           variables, batch["images"], batch["label_ids"], True, method=jpg_lib.JPG.labels, **kw)
@@ -210,6 +212,8 @@ def train_step(state: dict, batch: dict, *, model, optimizer, config, stage: int
       label_ids = batch["label_ids"] if model.use_labeler else None
       out, updates = model.apply(variables, batch["images"], batch["report_ids"], label_ids, True, **kw)
     terms = losses(out, batch, config, stage)
+    if diagnose:
+      terms.update(diagnostics.from_intermediates(jax.lax.stop_gradient(updates.get("intermediates", {}))))
     return terms["loss"], (terms, updates["batch_stats"])
 
   (_, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -217,6 +221,8 @@ def train_step(state: dict, batch: dict, *, model, optimizer, config, stage: int
   new_state = dict(state, step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
                    batch_stats=batch_stats, opt_state=opt_state)
   terms["grad_norm"] = optax.global_norm(grads)
+  if diagnose:
+    terms.update(diagnostics.module_grad_norms(grads))
   # 1 while every parameter is finite: a checkpoint is written only if its parameters are.
   terms["params_finite"] = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
                                               for x in jax.tree.leaves(new_state["params"])])).astype(jnp.float32)

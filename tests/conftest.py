@@ -76,7 +76,7 @@ def tiny_synthetic(tmp_path_factory):
 _SECONDS = {"test_train.py": 521, "test_data_parallel.py": 413, "test_models.py": 261, "test_decode.py": 86,
             "test_optim.py": 71, "test_cost.py": 53, "test_parity.py": 48, "test_synthetic_cxr.py": 47,
             "test_iu_xray.py": 44, "test_evaluate.py": 30, "test_convert.py": 13, "test_errors.py": 13,
-            "test_probe.py": 21, "test_configs.py": 9}
+            "test_probe.py": 21, "test_diagnostics.py": 30, "test_configs.py": 9}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -67,11 +67,17 @@ def test_resnet18_train_mode_batchnorm_matches():
   np.testing.assert_allclose(updates["batch_stats"]["bn1"]["var"], _np(net.bn1.running_var), rtol=1e-4)
 
 
-def test_subspace_matches():
+@pytest.mark.parametrize("similarity,residual", [("dot", False), ("scaled_dot", True), ("cosine", False),
+                                                 ("cosine", True)])
+def test_subspace_matches(similarity, residual):
   torch.manual_seed(0)
-  m = ref.SharedSubspace(num_bases=64, basis_dim=32, subspace_dim=32, visual_dim=48, text_dim=32)
+  m = ref.SharedSubspace(num_bases=64, basis_dim=32, subspace_dim=32, visual_dim=48, text_dim=32,
+                         similarity=similarity, residual=residual)
+  with torch.no_grad():   # bases of norm ~1 (the synthetic config's init), so the softmax is not uniform
+    m.basis.mul_(32)
   x, y = torch.randn(2, 10, 48), torch.randn(2, 7, 32)
-  flax_m = subspace_lib.SharedSubspace(num_bases=64, basis_dim=32, subspace_dim=32)
+  flax_m = subspace_lib.SharedSubspace(num_bases=64, basis_dim=32, subspace_dim=32, similarity=similarity,
+                                       residual=residual)
   v = convert_torch.torch_to_flax(m.state_dict(), _template(flax_m, jnp.zeros((1, 48)), jnp.zeros((1, 32))))
   rx, ry = flax_m.apply(v, jnp.asarray(_np(x)), jnp.asarray(_np(y)))
   np.testing.assert_allclose(rx, _np(m.align_visual(x)), atol=1e-5)

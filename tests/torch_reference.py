@@ -99,18 +99,32 @@ def randomize_batchnorm(module: nn.Module, generator: torch.Generator) -> None:
 
 # ------------------------------------------------------------------------------------------ subspace
 class SharedSubspace(nn.Module):
-  """Eqs. 4-10 with a dot-product similarity."""
+  """Eqs. 4-10. ``similarity``: 'dot' (Eq. 7's formula), 'scaled_dot' (/ sqrt(d_k), as CMN's
+  ``memory_querying_responding``), 'cosine' (the text's word: unit vectors times exp(log_temperature));
+  ``residual``: the response added to the projected query, as CMN's ``att_feats + responses``
+  (R2GenCMN ``modules/base_cmn.py``)."""
 
-  def __init__(self, num_bases, basis_dim, subspace_dim, visual_dim, text_dim):
+  def __init__(self, num_bases, basis_dim, subspace_dim, visual_dim, text_dim, similarity="dot",
+               residual=False):
     super().__init__()
     self.basis = nn.Parameter(torch.randn(num_bases, basis_dim) / basis_dim)
     self.w_x = nn.Linear(visual_dim, subspace_dim)
     self.w_y = nn.Linear(text_dim, subspace_dim)
     self.w_b = nn.Linear(basis_dim, subspace_dim)
+    self.similarity, self.residual = similarity, residual
+    if similarity == "cosine":
+      self.log_temperature = nn.Parameter(torch.tensor(math.log(10.0)))
 
   def _align(self, f):
     b = self.w_b(self.basis)
-    return torch.softmax(f @ b.t(), dim=-1) @ b
+    if self.similarity == "cosine":
+      scores = F.normalize(f, dim=-1) @ F.normalize(b, dim=-1).t() * self.log_temperature.exp()
+    else:
+      scores = f @ b.t()
+      if self.similarity == "scaled_dot":
+        scores = scores / math.sqrt(f.size(-1))
+    response = torch.softmax(scores, dim=-1) @ b
+    return f + response if self.residual else response
 
   def align_visual(self, x):
     return self._align(self.w_x(x))

@@ -12,6 +12,9 @@ Switches (``configs/jpg.py`` names the ablations of Table 2):
   Dropout(``visual_dropout`` = R2Gen's ``drop_prob_lm`` = 0.5)) on the visual side and plain scaled
   embeddings on the textual side (JPG-projection, BASE); the head then reads the raw extractor grids ("simply using the raw visual extractor and word embedding
   outputs to both predict disease labels and generate reports", Sec. 5.2).
+* ``similarity``, ``top_k``, ``basis_init_std``, ``subspace_residual``: the subspace's readings
+  (``models/subspace.py``); the config's defaults (cosine, N(0, 1), residual) differ from this module's
+  (Eq. 7's dot product, CMN's init, Eq. 10's r = S B~).
 * ``use_labeler``: False drops the head and the GRU (BASE, the "vanilla Transformer").
 * ``labels_in_encoder``: False keeps the labeler as a parallel task but feeds no label features to the
   encoder (JPG-auxiliary).
@@ -67,6 +70,7 @@ class JPG(nn.Module):
   similarity: str = "dot"
   top_k: int = 0
   basis_init_std: float = 0.0
+  subspace_residual: bool = False
   # labels
   use_labeler: bool = True
   labels_in_encoder: bool = True
@@ -93,7 +97,7 @@ class JPG(nn.Module):
     if self.use_subspace:
       self.subspace = subspace_lib.SharedSubspace(self.num_bases, self.d_model, self.d_model,
                                                   self.similarity, self.top_k, self.basis_init_std,
-                                                  self.dtype)
+                                                  self.subspace_residual, self.dtype)
     else:
       self.att_embed = nn.Dense(self.d_model, dtype=self.dtype, kernel_init=xavier)
       self.att_dropout = nn.Dropout(self.visual_dropout)
@@ -127,8 +131,12 @@ class JPG(nn.Module):
   def align_visual(self, grids, train: bool):
     """r_x (Eq. 10) or, without the subspace, R2Gen's att_embed."""
     if self.use_subspace:
-      return self.subspace.align_visual(grids)
-    return self.att_dropout(nn.relu(self.att_embed(grids)), deterministic=not train)
+      aligned = self.subspace.align_visual(grids)
+    else:
+      aligned = self.att_dropout(nn.relu(self.att_embed(grids)), deterministic=not train)
+    self.sow("intermediates", "grids", grids)       # kept only where asked (jpg_jax/diagnostics.py)
+    self.sow("intermediates", "aligned", aligned)
+    return aligned
 
   def label_input(self, grids, aligned):
     return aligned if self.use_subspace else grids
