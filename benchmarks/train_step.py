@@ -45,6 +45,7 @@ def make_config(args, extractor: str):
   c.model.cached_features = extractor == "cached"
   c.dataset.image_size = args.image_size
   c.compute_dtype = args.dtype
+  c.train.diagnostics = bool(args.diagnostics)
   c.lock()
   return c
 
@@ -147,6 +148,7 @@ def main():
   p.add_argument("--warmup", type=int, default=1)
   p.add_argument("--threads", type=int, default=0, help="PyTorch threads (default: all cores, as XLA)")
   p.add_argument("--framework", default="both", choices=["both", "jax", "torch"])
+  p.add_argument("--diagnostics", type=int, default=1, help="1: the subspace diagnostics in the step (default)")
   p.add_argument("--extractor", default="trained", choices=["trained", "frozen", "cached", "all"])
   args = p.parse_args()
 

@@ -164,15 +164,25 @@ class _Example:
     self.source, self.split, self.targets, self.image = source, split, targets, image
 
   def __call__(self, index: int, rng: np.random.Generator | None, mask: float = 1.0):
-    raw = self.source[int(index)]
-    if rng is None:
-      views = [eval_view(raw[v], self.image.image_size) for v in common.VIEWS]
-    else:
-      views = [train_view(raw[v], rng, self.image.image_size, self.image.resize_size,
-                          self.image.random_flip) for v in common.VIEWS]
     out = self.targets(self.split, int(index))
-    out.update(images=np.stack(views), index=np.int32(index), mask=np.float32(mask))
+    out.update(images=case_views(self.source[int(index)], self.image, rng), index=np.int32(index),
+               mask=np.float32(mask))
     return out
+
+
+def case_views(raw, image: ImageOptions, rng: np.random.Generator | None = None) -> np.ndarray:
+  """A case's views (V, H, W, 3) as training (``rng``: random crop/flip) or evaluation reads them."""
+  if rng is None:
+    return np.stack([eval_view(raw[v], image.image_size) for v in common.VIEWS])
+  return np.stack([train_view(raw[v], rng, image.image_size, image.resize_size, image.random_flip)
+                   for v in common.VIEWS])
+
+
+def case_images(source, indices, config, rng: np.random.Generator | None = None) -> np.ndarray:
+  """The views of the cases ``indices`` of a split's ``source`` (B, V, H, W, 3), for tools that batch
+  by hand (the probe, the diagnostics)."""
+  image = image_options(config, train=rng is not None)
+  return np.stack([case_views(source[int(i)], image, rng) for i in indices]).astype(np.float32)
 
 
 def _collate(examples: Sequence[dict]) -> dict:

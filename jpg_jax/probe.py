@@ -25,7 +25,6 @@ import optax
 from jpg_jax import input_pipeline as ip
 from jpg_jax import parallel
 from jpg_jax import train as train_lib
-from jpg_jax.datasets import common
 from jpg_jax.datasets import synthetic_findings as sf
 from jpg_jax.models import resnet
 
@@ -70,18 +69,6 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
   return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def _images(source, indices, config, rng=None) -> np.ndarray:
-  d = config.dataset
-  out = []
-  for i in indices:
-    raw = source[int(i)]
-    if rng is None:
-      out.append([ip.eval_view(raw[v], d.image_size) for v in common.VIEWS])
-    else:
-      out.append([ip.train_view(raw[v], rng, d.image_size, d.resize_size, d.random_flip) for v in common.VIEWS])
-  return np.asarray(out, np.float32)
-
-
 def run(config, steps: int, eval_every: int, batch_size: int, learning_rate: float, log=print) -> list[dict]:
   """Trains the probe; returns the test evaluations: ``{"step", "mean_auc", "auc": {kind: AUC}}``."""
   data = ip.load_data(config)
@@ -113,7 +100,7 @@ def run(config, steps: int, eval_every: int, batch_size: int, learning_rate: flo
     for start in range(0, len(test_index), config.train.eval_batch_size):
       idx = np.arange(start, min(start + config.train.eval_batch_size, len(test_index)))
       scores.append(np.asarray(predict({"params": params, "batch_stats": batch_stats},
-                                       _images(data.sources["test"], idx, config))))
+                                       ip.case_images(data.sources["test"], idx, config))))
     scores = np.concatenate(scores)
     per_kind = {k: auc(scores[:, j], y_test[:, j]) for j, k in enumerate(KINDS)}
     mean = float(np.nanmean(list(per_kind.values())))
@@ -125,7 +112,7 @@ def run(config, steps: int, eval_every: int, batch_size: int, learning_rate: flo
   for step in range(1, steps + 1):
     idx = rng.choice(len(train_index), batch_size, replace=False)
     params, batch_stats, opt_state, loss = train_step(
-        params, batch_stats, opt_state, _images(data.sources["train"], idx, config, rng), y_train[idx])
+        params, batch_stats, opt_state, ip.case_images(data.sources["train"], idx, config, rng), y_train[idx])
     if step % eval_every == 0 or step == steps:
       log(f"step {step}: train loss {float(loss):.4f} ({time.time() - start:.0f} s)")
       evaluations.append(evaluate(step))
