@@ -38,6 +38,7 @@ from etils import epath
 from ml_collections import config_flags
 
 from jpg_jax import checkpointing
+from jpg_jax import compile_cache
 from jpg_jax import config_checks
 from jpg_jax import cost
 from jpg_jax import datasets
@@ -68,6 +69,9 @@ _DISTRIBUTED = flags.DEFINE_enum(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0's coordinator.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "How many processes run this command.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "", "Where compiled programs are cached across runs (JAX's persistent compilation "
+    "cache): '' = $JAX_COMPILATION_CACHE_DIR or ~/.cache/jpg_jax/xla, 'none' = off.")
 
 
 def run_stats(config) -> str:
@@ -175,6 +179,7 @@ def main(argv):
 def run(config) -> None:
   """The mode the flags ask for."""
   quiet_third_party_info()
+  compile_cache.enable(_COMPILATION_CACHE.value)
   parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   if jax.process_index() > 0:
