@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.resnet_width = 64        # torchvision's ResNets (the smoke config narrows it)
   c.model.frozen_extractor = False
   c.model.extractor_batch = "per_view"  # R2Gen runs the extractor once per view (BatchNorm per view)
-  c.model.cached_features = False   # inputs are precomputed patch grids of a frozen extractor
+  c.model.cached_features = False   # a stage with a frozen extractor reads patch grids computed once
   c.model.use_subspace = True
   c.model.num_bases = 2048          # m: "a 512 x 2048 memory matrix", d_s = 512
   # Eq. 7: the text's "cosine similarity" (the formula's plain dot product is 'dot'; 'scaled_dot' is CMN's).
@@ -86,6 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.batch_size = 16           # global, over every device of every host
   c.train.eval_batch_size = 16
   c.train.stage1_epochs = 30.0      # not given in the paper
+  c.train.stage2_extractor = "trained"   # 'frozen': stage 1's extractor held fixed in stage 2 (not said)
   c.train.stage2_epochs = 100.0     # R2Gen on IU X-Ray
   c.train.eval_every_epochs = 1.0   # validation + checkpoint
   c.train.log_every_steps = 50
@@ -98,6 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.stage2_select_metric = "BLEU_4"
   c.train.allow_config_change = False
   c.train.diagnostics = True        # subspace entropy, bases in use, feature spread, gradient per module
+  c.train.precise_bn_batches = 0    # >0: BatchNorm statistics re-estimated on K batches before validating
 
   c.decode = ml_collections.ConfigDict()
   c.decode.policy = "r2gen"         # R2Gen's beam_step; 'live_beams': EOS never takes a slot (decode.py)

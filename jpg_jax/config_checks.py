@@ -58,6 +58,7 @@ def choices() -> dict[str, tuple]:
       "train.stage2_select_metric": report_eval.METRICS,
       "decode.policy": decode.POLICIES,
       "optim.name": steps.OPTIMIZERS,
+      "train.stage2_extractor": steps.STAGE2_EXTRACTORS,
   }
 
 
@@ -70,7 +71,7 @@ _POSITIVE = ("dataset.image_size", "dataset.resize_size", "dataset.max_seq_lengt
              "optim.learning_rate", "optim.lr_step_epochs")
 _NON_NEGATIVE = ("dataset.vocab_threshold", "dataset.worker_count", "labels.min_mined", "model.top_k",
                  "model.basis_init_std", "model.attention_layer", "train.stage1_epochs",
-                 "train.label_loss_weight", "train.class_loss_weight", "optim.extractor_learning_rate",
+                 "train.precise_bn_batches", "train.label_loss_weight", "train.class_loss_weight", "optim.extractor_learning_rate",
                  "optim.weight_decay", "optim.lr_gamma", "optim.grad_clip_value",
                  "optim.adagrad_initial_accumulator")
 _PROBABILITIES = ("model.dropout", "model.label_dropout", "model.visual_dropout")   # in [0, 1)

@@ -45,8 +45,10 @@ def compile_train_step(config, stage: int = 2, global_batch: int | None = None, 
   """The compiled train step of ``config`` (stage 1 or 2) on one device, and its abstract inputs."""
   global_batch = global_batch or config.train.batch_size
   num_labels = config.labels.num_patterns if stage == 1 else config.labels.num_mined
+  # The step on images (a stage that reads cached grids skips the extractor's forward as well).
   model = jpg_lib.from_config(config.model, vocab_size, num_labels, num_label_tokens,
-                              jnp.dtype(config.compute_dtype))
+                              jnp.dtype(config.compute_dtype),
+                              frozen_extractor=steps.extractor_frozen(config, stage), cached_features=False)
   optimizer, _ = steps.make_optimizer(config, steps.param_shapes(model, config), 1, stage)
   state, batch = abstract_inputs(config, model, optimizer, global_batch)
   mesh = parallel.make_mesh([device or jax.devices()[0]])

@@ -77,7 +77,7 @@ def at_init(config, batch_size: int = 16, seed: int = 0) -> dict:
 
   data = ip.load_data(config)
   patterns, _, _ = mining.stage1_labels(config, data.index["train"])
-  model = steps.create_model(config, data.vocab, patterns)
+  model = steps.create_model(config, data.vocab, patterns, stage=1)
   optimizer, _ = steps.make_optimizer(config, steps.param_shapes(model, config), 1, 1)
   state = steps.create_train_state(model, optimizer, config, seed, parallel.make_mesh())
   images = ip.case_images(data.sources["train"], range(batch_size), config)

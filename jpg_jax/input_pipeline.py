@@ -171,7 +171,10 @@ class _Example:
 
 
 def case_views(raw, image: ImageOptions, rng: np.random.Generator | None = None) -> np.ndarray:
-  """A case's views (V, H, W, 3) as training (``rng``: random crop/flip) or evaluation reads them."""
+  """A case's views (V, H, W, 3) as training (``rng``: random crop/flip) or evaluation reads them; a
+  case of a feature cache (``jpg_jax/feature_cache.py``) is its patch grids (V, h, w, d_x) either way."""
+  if "grids" in raw:
+    return np.asarray(raw["grids"], np.float32)
   if rng is None:
     return np.stack([eval_view(raw[v], image.image_size) for v in common.VIEWS])
   return np.stack([train_view(raw[v], rng, image.image_size, image.resize_size, image.random_flip)

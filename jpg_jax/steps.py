@@ -27,11 +27,32 @@ OPTIMIZERS = ("adam", "adagrad")   # R2Gen's Adam (amsgrad, coupled L2) | the pa
 
 
 # ============================================================================================ model + optimiser
-def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None) -> jpg_lib.JPG:
+STAGE2_EXTRACTORS = ("trained", "frozen")   # train.stage2_extractor
+
+
+def extractor_frozen(config, stage: int) -> bool:
+  """Whether the visual extractor is held fixed in ``stage``: in both with ``model.frozen_extractor`` (a
+  pretrained extractor), in stage 2 with ``train.stage2_extractor='frozen'`` where there is a stage 1 to
+  have trained it (a model without a labeler, BASE, has none: its extractor trains in stage 2)."""
+  return bool(config.model.frozen_extractor or (
+      stage == 2 and config.train.stage2_extractor == "frozen" and config.model.use_labeler))
+
+
+def reads_features(config, stage: int) -> bool:
+  """Whether ``stage`` trains and evaluates on cached patch grids (``jpg_jax/feature_cache.py``): where
+  ``model.cached_features`` is set and the stage's extractor is frozen."""
+  return bool(config.model.cached_features) and extractor_frozen(config, stage)
+
+
+def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None, stage: int = 2,
+                 features: bool = False) -> jpg_lib.JPG:
+  """The model of ``stage`` (its extractor frozen or not: ``extractor_frozen``), taking images, or patch
+  grids with ``features`` (``cached_features``: the model a stage that ``reads_features`` runs)."""
   num_labels = len(label_set) if label_set else 1
   num_tokens = label_set.vocab.num_logits if label_set else 2
   return jpg_lib.from_config(config.model, vocab.num_logits, num_labels, num_tokens,
-                             jnp.dtype(config.compute_dtype))
+                             jnp.dtype(config.compute_dtype), frozen_extractor=extractor_frozen(config, stage),
+                             cached_features=features)
 
 
 def path_names(path) -> tuple[str, ...]:
@@ -61,7 +82,8 @@ def make_optimizer(config, params, steps_per_epoch: int, stage: int
   """R2Gen's optimiser (``jpg_jax/optim.py``): ``clip_grad_value_``, then torch's Adam with coupled
   weight decay and amsgrad in two parameter groups (the extractor at its own learning rate), StepLR per
   epoch. ``optim.name='adagrad'`` is the paper's "initial accumulator value of 0.1" instead. Parameters
-  the stage does not train (``stage_trains``) and a frozen extractor get no update at all.
+  the stage does not train (``stage_trains``) and a frozen extractor (``extractor_frozen``) get no update
+  at all.
 
   Returns the transformation and the learning-rate function of the main group (of the update count).
   """
@@ -82,7 +104,7 @@ def make_optimizer(config, params, steps_per_epoch: int, stage: int
     if not stage_trains(names, stage):
       return "frozen"
     if names[0] == "visual_extractor":
-      return "frozen" if config.model.frozen_extractor else "extractor"
+      return "frozen" if extractor_frozen(config, stage) else "extractor"
     return "rest"
 
   labels = jax.tree_util.tree_map_with_path(label, params)

@@ -12,12 +12,16 @@
    generated labels that agree with their report's terms become the context-aware label set
    (``DIR/labels/mined.txt`` with counts; ``jpg_jax/mining.py``);
 4. stage 2 ("re-training on context-aware labels" + report generation, jointly): every parameter,
-   initialised from stage 1; selection on validation BLEU-4 only (R2Gen selects with the test set in view;
-   we do not);
+   initialised from stage 1 (the extractor held fixed with ``train.stage2_extractor='frozen'``);
+   selection on validation BLEU-4 only (R2Gen selects with the test set in view; we do not);
 5. test: the best stage-2 checkpoint decodes the test split (beam 3); ``DIR/results/test_metrics.json``
    holds the coco-caption metrics, the label micro-F1 and the most-frequent-report baseline;
    ``test_reports.jsonl`` one line a report; also the extractor's source, the mining summary and the
    reports' statistics (distinct, mean length, empty share).
+
+A stage whose extractor is frozen runs on patch grids computed once (``model.cached_features``,
+``stage_inputs``, ``feature_cache.py``); with ``train.precise_bn_batches`` every validation first
+re-estimates the BatchNorm statistics for the current weights (``precise_bn.py``).
 
 BASE has no labeler: stage 1 and mining are skipped. Every hot function is jit-compiled once, data
 parallel over all devices of all hosts (``parallel.py``), the train step donating its state; the
@@ -42,11 +46,13 @@ from etils import epath
 from jpg_jax import checkpointing
 from jpg_jax import config_checks
 from jpg_jax import errors
+from jpg_jax import feature_cache
 from jpg_jax import inference
 from jpg_jax import input_pipeline as ip
 from jpg_jax import metric_writers
 from jpg_jax import mining
 from jpg_jax import parallel
+from jpg_jax import precise_bn
 from jpg_jax import steps
 from jpg_jax.evaluators import labels as label_eval
 from jpg_jax.evaluators import reports as report_eval
@@ -70,14 +76,14 @@ class Stage:
   evaluate: Callable[[dict], dict]     # variables -> validation metrics
   checkpoints: checkpointing.StageCheckpoints
   meta: dict                           # written with every checkpoint
+  precise_bn: Callable | None = None   # state -> state with re-estimated BatchNorm statistics (precise_bn.py)
 
 
 def build_stage(number: int, config, workdir: epath.Path, mesh, model, data: ip.Data, targets: ip.Targets,
-                *, steps_per_epoch: int, epochs: float, evaluate: Callable, select_metric: str, meta: dict,
-                indices=None, droppable=(), keep: float = 1.0):
-  """The stage and its optimiser (whose state the caller initialises)."""
-  optimizer, learning_rate = steps.make_optimizer(config, steps.param_shapes(model, config),
-                                                  steps_per_epoch, number)
+                optimizer, learning_rate: Callable, *, steps_per_epoch: int, epochs: float, evaluate: Callable,
+                select_metric: str, meta: dict, indices=None, droppable=(), keep: float = 1.0) -> Stage:
+  """The stage: ``model`` and ``data`` are what its steps run and read (images, or cached patch grids:
+  ``stage_inputs``); ``optimizer`` (``steps.make_optimizer``) is the one its state was made for."""
   train_iter = ip.to_iter(ip.train_dataset(
       data.sources["train"], data.index["train"], targets,
       batch_size=parallel.local_batch_size(config.train.batch_size, mesh), seed=config.seed + number,
@@ -85,10 +91,26 @@ def build_stage(number: int, config, workdir: epath.Path, mesh, model, data: ip.
       process_index=jax.process_index(), process_count=jax.process_count()), config.dataset.worker_count)
   checkpoints = checkpointing.StageCheckpoints(workdir / f"stage{number}", config.train.keep_checkpoints,
                                                select_metric)
+  precise = (precise_bn.PreciseBN(config, model, data, targets, mesh, indices, seed=config.seed + number)
+             if config.train.precise_bn_batches else None)
   stage = Stage(number, int(epochs * steps_per_epoch), steps_per_epoch,
                 steps.jit_train_step(model, optimizer, config, number, mesh), learning_rate, train_iter,
-                evaluate, checkpoints, meta)
-  return stage, optimizer
+                evaluate, checkpoints, meta, precise)
+  return stage
+
+
+def stage_inputs(config, stage: int, model, state: dict, data: ip.Data, mesh, workdir: epath.Path):
+  """What ``stage`` runs on: (the model, the data). Where the stage ``reads_features``, the model that
+  takes patch grids and the data whose sources are the grids of ``state``'s frozen extractor, read from
+  (or computed into) a feature cache: beside the dataset for a frozen pretrained extractor (shared by
+  runs), in the workdir for stage 1's extractor; otherwise ``model`` and ``data`` as they are."""
+  if not steps.reads_features(config, stage):
+    return model, data
+  directory = (feature_cache.dataset_cache_dir(config) if config.model.frozen_extractor
+               else workdir / "features")
+  grids = feature_cache.load_or_compute(config, model, steps.variables_of(state), data, mesh, directory)
+  features = model.clone(cached_features=True)
+  return features, feature_cache.cached_data(data, grids)
 
 
 def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption: checkpointing.Preemption,
@@ -141,6 +163,8 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
         sums, count = None, 0
       metrics = None
       if boundary:   # validated before a stop too: a resumed run does not validate this step again
+        if stage.precise_bn is not None:
+          state = stage.precise_bn(state)
         metrics = stage.evaluate(steps.variables_of(state))
         val = {f"{prefix}val_{k}": v for k, v in metrics.items()}
         writer.write_scalars(step, val)
@@ -199,15 +223,18 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
     epoch1 = ip.epoch_size(kept, normals, config.labels.normal_keep)
     logging.info("Stage 1: %d reports, %d of them normal, kept at %.2f an epoch: %d reports an epoch.",
                  len(kept), len(normals), config.labels.normal_keep, epoch1)
-    model1 = steps.create_model(config, data.vocab, patterns)
-    evaluator1 = label_eval.LabelEvaluator(config, model1, data, patterns, mesh)
-    stage1, optimizer1 = build_stage(
-        1, config, workdir, mesh, model1, data, mining.targets(config, data.vocab, patterns, assigned1),
-        steps_per_epoch=max(epoch1 // t.batch_size, 1), epochs=t.stage1_epochs, evaluate=evaluator1.run,
-        select_metric=t.stage1_select_metric, meta=dict(meta, stage=1, label_set=json.loads(patterns.to_json())),
-        indices=kept, droppable=normals, keep=config.labels.normal_keep)
+    model1 = steps.create_model(config, data.vocab, patterns, stage=1)
+    per_epoch1 = max(epoch1 // t.batch_size, 1)
+    optimizer1, lr1 = steps.make_optimizer(config, steps.param_shapes(model1, config), per_epoch1, 1)
     state = with_pretrained_extractor(steps.create_train_state(model1, optimizer1, config, config.seed, mesh),
                                       config, mesh)
+    run1, data1 = stage_inputs(config, 1, model1, state, data, mesh, workdir)
+    evaluator1 = label_eval.LabelEvaluator(config, run1, data1, patterns, mesh)
+    stage1 = build_stage(
+        1, config, workdir, mesh, run1, data1, mining.targets(config, data.vocab, patterns, assigned1),
+        optimizer1, lr1, steps_per_epoch=per_epoch1, epochs=t.stage1_epochs, evaluate=evaluator1.run,
+        select_metric=t.stage1_select_metric, meta=dict(meta, stage=1, label_set=json.loads(patterns.to_json())),
+        indices=kept, droppable=normals, keep=config.labels.normal_keep)
     stage1_state, _ = run_stage(stage1, state, **loop)
 
     # Mining: the stage-1 model labels every training report.
@@ -220,23 +247,28 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
       logging.warning("%s", mined["warning"])
 
   # ---------------------------------------------------------------- stage 2
-  model2 = steps.create_model(config, data.vocab, label_set)
-  evaluator2 = report_eval.ReportEvaluator(config, model2, data, "val", label_set, mesh, with_meteor=t.val_meteor)
-  label_json = json.loads(label_set.to_json()) if label_set else None
-  stage2, optimizer2 = build_stage(
-      2, config, workdir, mesh, model2, data, mining.targets(config, data.vocab, label_set, assigned),
-      steps_per_epoch=max(len(train_index) // t.batch_size, 1), epochs=t.stage2_epochs,
-      evaluate=evaluator2.run, select_metric=t.stage2_select_metric,
-      meta=dict(meta, stage=2, label_set=label_json))
+  model2 = steps.create_model(config, data.vocab, label_set, stage=2)
+  per_epoch2 = max(len(train_index) // t.batch_size, 1)
+  optimizer2, lr2 = steps.make_optimizer(config, steps.param_shapes(model2, config), per_epoch2, 2)
   state = steps.create_train_state(model2, optimizer2, config, config.seed + 1, mesh)
   if stage1_state is None:
     state = with_pretrained_extractor(state, config, mesh)
   else:
     state = mining.carry_over(state, stage1_state, optimizer2, mesh)
+  # The state (and so every checkpoint) holds the whole model, the extractor too, whatever the stage
+  # runs on: a stage-2 checkpoint evaluates and predicts from images.
+  run2, data2 = stage_inputs(config, 2, model2, state, data, mesh, workdir)
+  evaluator2 = report_eval.ReportEvaluator(config, run2, data2, "val", label_set, mesh, with_meteor=t.val_meteor)
+  label_json = json.loads(label_set.to_json()) if label_set else None
+  stage2 = build_stage(
+      2, config, workdir, mesh, run2, data2, mining.targets(config, data.vocab, label_set, assigned),
+      optimizer2, lr2, steps_per_epoch=per_epoch2, epochs=t.stage2_epochs,
+      evaluate=evaluator2.run, select_metric=t.stage2_select_metric,
+      meta=dict(meta, stage=2, label_set=label_json))
   best_state, best_step = run_stage(stage2, state, **loop)
 
   # ---------------------------------------------------------------- test
-  test = report_eval.ReportEvaluator(config, model2, data, "test", label_set, mesh, with_meteor=True,
+  test = report_eval.ReportEvaluator(config, run2, data2, "test", label_set, mesh, with_meteor=True,
                                      predict=evaluator2.predict)
   extra = {"extractor": extractor_source(config)}
   if mined is not None:

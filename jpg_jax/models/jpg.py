@@ -21,7 +21,9 @@ Switches (``configs/jpg.py`` names the ablations of Table 2):
 * ``cached_features``: the model's image input is the extractor's output, patch grids (B, 2, h, w, d_x)
   computed once by a frozen extractor (``extract``), and the ResNet is skipped. Sec. 3.2 lets the
   extractor be any pretrained CNN; with it frozen, its features can be cached (eval-time views: no
-  augmentation) and only the rest is trained on them (``benchmarks/train_step.py --extractor=cached``).
+  augmentation) and only the rest is trained on them. Training builds this model for the stages whose
+  extractor is frozen (``steps.reads_features``, ``jpg_jax/feature_cache.py``); its parameters are the
+  whole model's (the extractor's are carried, unused), so its checkpoints also take images.
 * ``extractor_batch``: ``'per_view'`` (default) runs the extractor once per view, as R2Gen's
   ``forward_iu_xray`` does, so that BatchNorm normalises each view over the batch (frontal and lateral
   images differ in their statistics) and the running statistics are updated once per view, in that order;
@@ -161,6 +163,13 @@ class JPG(nn.Module):
     grids = self.extract(images, train)
     return self.labeler(self.label_input(grids, self.align_visual(grids, train)), label_ids, train)
 
+  def batch_norm_layers(self, images):
+    """Every BatchNorm layer of the model (the extractor's and the head's) on ``images`` in training mode,
+    nothing else: what re-estimating their statistics runs (``jpg_jax/precise_bn.py``)."""
+    grids = self.extract(images, True)
+    if self.use_labeler:
+      self.labeler.embed(self.label_input(grids, self.align_visual(grids, True)), True)
+
   # ------------------------------------------------------------------------------- encoder-decoder
   def encode(self, images, train: bool, label_ids=None):
     """Everything up to the encoder memory. Returns (memory, memory_mask, outputs dict)."""
@@ -205,7 +214,8 @@ class JPG(nn.Module):
 
 
 def from_config(model_config, vocab_size: int, num_labels: int, num_label_tokens: int,
-                dtype=jnp.float32) -> JPG:
-  """Builds JPG from a config's ``model`` section (a ConfigDict whose keys are JPG's fields)."""
+                dtype=jnp.float32, **overrides) -> JPG:
+  """Builds JPG from a config's ``model`` section (a ConfigDict whose keys are JPG's fields), with
+  ``overrides`` of some fields (a stage's ``frozen_extractor`` and ``cached_features``: ``steps.create_model``)."""
   return JPG(vocab_size=vocab_size, num_labels=num_labels, num_label_tokens=num_label_tokens,
-             dtype=dtype, **model_config.to_dict())
+             dtype=dtype, **{**model_config.to_dict(), **overrides})

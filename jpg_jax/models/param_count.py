@@ -9,7 +9,8 @@ from jpg_jax.models import jpg as jpg_lib
 
 
 def abstract_variables(config, vocab_size: int, num_label_tokens: int):
-  model = jpg_lib.from_config(config.model, vocab_size, config.labels.num_mined, num_label_tokens)
+  model = jpg_lib.from_config(config.model, vocab_size, config.labels.num_mined, num_label_tokens,
+                              cached_features=False)   # the whole model, its extractor included
   return jax.eval_shape(lambda: steps.init_variables(model, config, jax.random.key(0)))
 
 
