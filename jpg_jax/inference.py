@@ -46,6 +46,11 @@ class Restored:
   label_set: labels_lib.LabelSet | None
 
 
+# ``model.*`` keys that say how a model was trained, not what it computes from images: a checkpoint trained
+# with a frozen extractor, or on cached patch grids, evaluates and predicts from images alike.
+TRAINING_ONLY_MODEL_KEYS = ("model.frozen_extractor", "model.cached_features")
+
+
 def restore_for_inference(config, workdir, mesh=None) -> Restored:
   """The workdir's best stage-2 checkpoint (parameters and batch statistics), its vocabulary and labels.
 
@@ -60,7 +65,8 @@ def restore_for_inference(config, workdir, mesh=None) -> Restored:
     raise errors.MissingFileError(f"The workdir {workdir} does not exist.")
   trained = checkpointing.read_workdir_config(workdir)
   if trained is not None and not config.train.allow_config_change:
-    diff = [d for d in config_checks.differences(trained, config.to_json()) if d.startswith("model.")]
+    diff = [d for d in config_checks.differences(trained, config.to_json())
+            if d.startswith("model.") and not d.startswith(TRAINING_ONLY_MODEL_KEYS)]
     if diff:
       raise errors.ConfigError(f"{workdir} was trained with another model ({'; '.join(diff)}): pass the "
                                f"config it was trained with ({workdir / 'config.json'} records it).")

@@ -12,7 +12,6 @@ from jpg_jax import checkpointing
 from jpg_jax import config_checks
 from jpg_jax import feature_cache
 from jpg_jax import input_pipeline as ip
-from jpg_jax import labels as labels_lib
 from jpg_jax import parallel
 from jpg_jax import steps
 from jpg_jax import train
@@ -125,26 +124,3 @@ def test_a_stage_reads_features_where_its_extractor_is_frozen():
   assert steps.reads_features(config, 1) and steps.reads_features(config, 2)
   assert not config_checks.problems(config)
 
-
-def test_stage2_keeps_stage1s_extractor_and_trains_on_its_grids(tiny_synthetic, tmp_path):
-  """``train.stage2_extractor='frozen'`` with the cache: stage 2's grids are those of stage 1's best
-  extractor, which stage 2 holds fixed and keeps in its checkpoints (they evaluate from images)."""
-  data_dir, _ = tiny_synthetic
-  config = _config(data_dir, cached_features=True)
-  config.unlock()
-  config.train.stage2_extractor = "frozen"
-  config.train.stage1_epochs = 1.0   # one step: stage 1 only has to change the extractor
-  config.lock()
-  with pytest.raises(checkpointing.Preempted):
-    train.train_and_evaluate(config, str(tmp_path), hooks=[lambda stage, step: (stage, step) == (2, 2)])
-  (folder,) = (tmp_path / "features").iterdir()
-  data = ip.load_data(config)
-  label_set = labels_lib.LabelSet.load(tmp_path / "labels" / "mined.json")
-  model = steps.create_model(config, data.vocab, label_set, stage=2)
-  mesh = parallel.make_mesh()
-  ckpt = checkpointing.StageCheckpoints(tmp_path / "stage2", 3, "BLEU_4", read_only=True)
-  variables = ckpt.restore_variables(2, steps.abstract_variables(model, config, mesh))
-  assert "visual_extractor" in variables["params"]
-  assert feature_cache.cache_key(config, variables) == folder.name   # the extractor of stage 2 made the grids
-  initial = jax.jit(lambda k: steps.init_variables(model, config, k))(jax.random.key(config.seed))
-  assert feature_cache.cache_key(config, initial) != folder.name     # ... and stage 1 trained it

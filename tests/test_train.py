@@ -22,7 +22,11 @@ from configs import jpg
 from jpg_jax import checkpointing
 from jpg_jax import errors
 from jpg_jax import evaluate
+from jpg_jax import feature_cache
 from jpg_jax import inference
+from jpg_jax import input_pipeline as ip
+from jpg_jax import labels as labels_lib
+from jpg_jax import parallel
 from jpg_jax import steps
 from jpg_jax import train
 from jpg_jax.datasets import synthetic_findings
@@ -67,10 +71,17 @@ def run_programs():
 
 @pytest.fixture(scope="module")
 def run(tiny_synthetic, tmp_path_factory, run_programs):
-  """The smoke config end to end (stage 1: 4 steps, 4 validations; stage 2: 12 steps, 2 validations)."""
+  """The smoke config end to end (stage 1: 4 steps, 4 validations; stage 2: 12 steps, 2 validations), as
+the synthetic default trains: stage 2 on the cached grids of stage 1's frozen extractor, BatchNorm
+statistics re-estimated before each validation."""
   data_dir, _ = tiny_synthetic
   workdir = tmp_path_factory.mktemp("run")
   config = smoke_config(data_dir)
+  config.unlock()
+  config.train.stage2_extractor = "frozen"
+  config.model.cached_features = True
+  config.train.precise_bn_batches = 2
+  config.lock()
   with _Lowerings() as lowered:
     metrics = train.train_and_evaluate(config, str(workdir))
   run_programs.update(lowered.names)
@@ -124,8 +135,25 @@ def _files(directory) -> dict:
           for p in pathlib.Path(directory).rglob("*") if p.is_file()}
 
 
+def test_stage2_keeps_stage1s_extractor_and_trained_on_its_grids(run):
+  """Stage 2's grids are those of stage 1's best extractor, which stage 2 held fixed and keeps in its
+  checkpoints (they evaluate and predict from images: the two tests below)."""
+  config, workdir, metrics = run
+  (folder,) = (workdir / "features").iterdir()
+  assert sorted(p.name for p in folder.iterdir()) == ["test.npy", "train.npy", "val.npy"]
+  data = ip.load_data(config)
+  model = steps.create_model(config, data.vocab, labels_lib.LabelSet.load(workdir / "labels" / "mined.json"))
+  ckpt = checkpointing.StageCheckpoints(workdir / "stage2", 3, "BLEU_4", read_only=True)
+  variables = ckpt.restore_variables(metrics["checkpoint_step"], steps.abstract_variables(model, config, parallel.make_mesh()))
+  assert "visual_extractor" in variables["params"]
+  assert feature_cache.cache_key(config, variables) == folder.name   # stage 2's extractor made the grids
+  initial = jax.jit(lambda k: steps.init_variables(model, config, k))(jax.random.key(config.seed))
+  assert feature_cache.cache_key(config, initial) != folder.name     # ... and stage 1 had trained it
+
+
 def test_evaluate_rescoring_matches_and_writes_only_to_its_output_dir(run, tmp_path):
-  """A finished run's workdir may be read-only: evaluate writes nothing there (no TensorBoard writer)."""
+  """A finished run's workdir may be read-only: evaluate writes nothing there (no TensorBoard writer).
+  The run tested on cached grids; evaluate reads the images: the same scores."""
   config, workdir, metrics = run
   before = _files(workdir)
   again = inference.evaluate_checkpoint(config, str(workdir), str(tmp_path / "results"))
