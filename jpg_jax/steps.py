@@ -44,15 +44,15 @@ def reads_features(config, stage: int) -> bool:
   return bool(config.model.cached_features) and extractor_frozen(config, stage)
 
 
-def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None, stage: int = 2,
-                 features: bool = False) -> jpg_lib.JPG:
-  """The model of ``stage`` (its extractor frozen or not: ``extractor_frozen``), taking images, or patch
-  grids with ``features`` (``cached_features``: the model a stage that ``reads_features`` runs)."""
+def create_model(config, vocab: text.Vocabulary, label_set: labels_lib.LabelSet | None,
+                 stage: int = 2) -> jpg_lib.JPG:
+  """The model of ``stage`` (its extractor frozen or not: ``extractor_frozen``), taking images (a stage
+  that ``reads_features`` runs its ``clone(cached_features=True)``: ``train.stage_inputs``)."""
   num_labels = len(label_set) if label_set else 1
   num_tokens = label_set.vocab.num_logits if label_set else 2
   return jpg_lib.from_config(config.model, vocab.num_logits, num_labels, num_tokens,
                              jnp.dtype(config.compute_dtype), frozen_extractor=extractor_frozen(config, stage),
-                             cached_features=features)
+                             cached_features=False)
 
 
 def path_names(path) -> tuple[str, ...]:
