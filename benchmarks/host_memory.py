@@ -7,12 +7,16 @@ Runs ``train.train_and_evaluate`` with the paper's config (ResNet-101 at 224 px,
 the input pipeline) through stage 1 (one epoch, its validation), label mining and two stage-2 steps, then
 stops as a preemption would (writing its checkpoint). The JSON line gives the process's peak resident set
 (``ru_maxrss``: dataset build, compilation, training, evaluation and checkpointing together) and the peak
-of RSS samples taken every 0.2 s by a thread.
+of RSS samples taken every 0.2 s by a thread. ``--remat=nothing_saveable`` (a ``model.remat`` policy)
+trains with the ResNet blocks and Transformer layers rematerialised; ``--cpu_scheduler`` is XLA:CPU's
+scheduler (``jpg_jax/cpu_scheduler.py``: 'concurrency', XLA's default and ``jpg_jax.main``'s, or
+'memory', for a third less memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import threading
@@ -24,6 +28,7 @@ import psutil
 
 from configs import jpg as jpg_config
 from jpg_jax import checkpointing
+from jpg_jax import cpu_scheduler
 from jpg_jax import train
 
 
@@ -31,22 +36,28 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--stage2_steps", type=int, default=2)
+  p.add_argument("--remat", default="", help="model.remat: a jax.checkpoint_policies name ('' off)")
+  p.add_argument("--cpu_scheduler", default="concurrency", choices=cpu_scheduler.CHOICES,
+                 help="XLA:CPU's scheduler, as jpg_jax.main's flag (default: the same, concurrency)")
   args = p.parse_args()
+  cpu_scheduler.use(args.cpu_scheduler)   # before JAX starts its backends
   tmp = tempfile.mkdtemp()
   c = jpg_config.get_config()
   c.unlock()
   c.dataset.name, c.dataset.data_dir = "synthetic_cxr/tiny", f"{tmp}/tfds"
   c.dataset.random_flip = False
   c.labels.num_patterns = 5
+  c.labels.normal_keep = 1.0   # stage 1 keeps 23 of the 48 cases (at 0.3: 14, less than one batch)
   c.train.batch_size = c.train.eval_batch_size = args.batch
   c.train.stage1_epochs = c.train.stage2_epochs = 1.0
   c.train.log_every_steps = 1
+  c.model.remat = args.remat
   c.lock()
 
-  proc, samples, stop = psutil.Process(), [], threading.Event()
+  proc, samples, done = psutil.Process(), [], threading.Event()
 
   def sample():
-    while not stop.is_set():
+    while not done.is_set():
       samples.append((time.time(), proc.memory_info().rss))
       time.sleep(0.2)
 
@@ -58,11 +69,12 @@ def main():
     train.train_and_evaluate(c, f"{tmp}/run", hooks=[stop])
   except checkpointing.Preempted:
     pass
-  stop.set()
+  done.set()
   thread.join()
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB on Linux
   common.emit({"benchmark": "host_memory", **common.machine(), "batch": args.batch, "image_size": 224,
-               "resnet_depth": 101, "wall_s": round(time.time() - start, 1),
+               "resnet_depth": 101, "remat": args.remat,
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), "wall_s": round(time.time() - start, 1),
                "peak_rss_mib": round(peak, 1),
                "sampled_peak_rss_mib": round(max(r for _, r in samples) / 2**20, 1),
                "rss_at_exit_mib": round(proc.memory_info().rss / 2**20, 1)})

@@ -12,7 +12,11 @@ the achieved FLOP/s and their share of the machine's measured matmul peak.
 
 ``--extractor``: ``trained`` (the paper's step), ``frozen`` (ResNet forward only, no extractor
 gradients), ``cached`` (the patch features computed once: the step starts at the shared subspace), or
-``all``; examples/s of each.
+``all``; examples/s of each. ``--remat=nothing_saveable`` (or another ``model.remat`` policy) times the
+step with its ResNet blocks and Transformer layers rematerialised; every JAX step also reports XLA's
+buffer sizes for it (``*_temp_mib``: the activations and workspace the step allocates beside its
+arguments, from the compiled program's memory analysis). ``--cpu_scheduler`` is XLA:CPU's scheduler
+(``jpg_jax/cpu_scheduler.py``: 'concurrency', XLA's default and ``jpg_jax.main``'s, or 'memory').
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import jpg as jpg_config
+from jpg_jax import cpu_scheduler
 from jpg_jax import cost
 from jpg_jax import parallel
 from jpg_jax import steps
@@ -46,6 +51,7 @@ def make_config(args, extractor: str):
   c.dataset.image_size = args.image_size
   c.compute_dtype = args.dtype
   c.train.diagnostics = bool(args.diagnostics)
+  c.model.remat = args.remat
   c.lock()
   return c
 
@@ -84,6 +90,7 @@ def jax_step(args, extractor: str) -> dict:
   batch = jax.device_put(batch, parallel.data_sharded(mesh))
   compiled = step.lower(state, batch).compile()
   analysis = cost.analysis_of(compiled)
+  memory = compiled.memory_analysis()
   holder = {"state": state}
 
   def run():
@@ -92,7 +99,8 @@ def jax_step(args, extractor: str) -> dict:
 
   median, times = common.median_time(run, args.runs, args.warmup)
   return {"step_s": median, "times_s": [round(t, 4) for t in times], "flops": float(analysis["flops"]),
-          "examples_per_s": args.batch / median}
+          "examples_per_s": args.batch / median,
+          "temp_mib": None if memory is None else memory.temp_size_in_bytes / 2**20}
 
 
 def torch_step(args) -> dict:
@@ -150,11 +158,15 @@ def main():
   p.add_argument("--framework", default="both", choices=["both", "jax", "torch"])
   p.add_argument("--diagnostics", type=int, default=1, help="1: the subspace diagnostics in the step (default)")
   p.add_argument("--extractor", default="trained", choices=["trained", "frozen", "cached", "all"])
+  p.add_argument("--remat", default="", help="model.remat: a jax.checkpoint_policies name ('' off)")
+  p.add_argument("--cpu_scheduler", default="concurrency", choices=cpu_scheduler.CHOICES,
+                 help="XLA:CPU's scheduler, as jpg_jax.main's flag (default: the same, concurrency)")
   args = p.parse_args()
+  cpu_scheduler.use(args.cpu_scheduler)   # before JAX starts its backends
 
   record = {"benchmark": "train_step", **common.machine(), "batch": args.batch, "views": VIEWS,
             "image_size": args.image_size, "resnet_depth": args.depth, "dtype": args.dtype,
-            "runs": args.runs, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "runs": args.runs, "remat": args.remat, "xla_flags": os.environ.get("XLA_FLAGS", "")}
   peak = common.matmul_peak_flops(args.dtype)
   record["matmul_peak_tflops"] = round(peak / 1e12, 3)
   if args.framework in ("both", "jax"):
@@ -168,6 +180,7 @@ def main():
       record[f"{key}_flops_per_step"] = r["flops"]
       record[f"{key}_tflops_per_s"] = round(r["flops"] / r["step_s"] / 1e12, 3)
       record[f"{key}_fraction_of_matmul_peak"] = round(r["flops"] / r["step_s"] / peak, 4)
+      record[f"{key}_temp_mib"] = None if r["temp_mib"] is None else round(r["temp_mib"], 1)
   if args.framework in ("both", "torch") and args.extractor in ("trained", "all"):
     r = torch_step(args)
     record.update({f"torch_{k}": (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})

@@ -79,6 +79,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.layer_norm = "r2gen"
   c.model.attention_layer = 0       # Fig. 4: the first decoder layer's cross-attention
   c.model.max_length = 512
+  # A jax.checkpoint_policies name: ResNet blocks and Transformer layers rematerialised in training, for
+  # less memory at the cost of recomputing the forward pass (README, Performance); '' keeps everything.
+  c.model.remat = ""
   c.compute_dtype = "float32"       # 'bfloat16' on TPU; parameters stay float32
   c.resnet_checkpoint = ""          # orbax dir from jpg_jax.tools.convert_resnet ('' = random init)
 

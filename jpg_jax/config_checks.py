@@ -48,6 +48,7 @@ def choices() -> dict[str, tuple]:
   return {
       "dataset.name": dataset_names(),
       "model.resnet_depth": resnet.DEPTHS,
+      "model.remat": resnet.REMAT_POLICIES,
       "model.extractor_batch": jpg_lib.EXTRACTOR_BATCHES,
       "model.similarity": subspace.SIMILARITIES,
       "model.train_label_source": jpg_lib.TRAIN_LABEL_SOURCES,

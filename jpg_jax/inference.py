@@ -48,7 +48,7 @@ class Restored:
 
 # ``model.*`` keys that say how a model was trained, not what it computes from images: a checkpoint trained
 # with a frozen extractor, or on cached patch grids, evaluates and predicts from images alike.
-TRAINING_ONLY_MODEL_KEYS = ("model.frozen_extractor", "model.cached_features")
+TRAINING_ONLY_MODEL_KEYS = ("model.frozen_extractor", "model.cached_features", "model.remat")
 
 
 def restore_for_inference(config, workdir, mesh=None) -> Restored:

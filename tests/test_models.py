@@ -12,6 +12,7 @@ from jpg_jax.models import jpg as jpg_lib
 from jpg_jax.models import labeler as labeler_lib
 from jpg_jax.models import resnet
 from jpg_jax.models import subspace as subspace_lib
+from jpg_jax.models import transformer
 
 
 TINY = dict(vocab_size=30, num_labels=4, num_label_tokens=9, resnet_depth=10, num_bases=16, d_model=32,
@@ -84,6 +85,39 @@ def test_gradients_reach_every_trainable_parameter(name):
   grads = jax.jit(jax.grad(lambda p: _loss(model, p, other, images, reports, labels)))(params)
   dead = [k for k, g in traverse_util.flatten_dict(grads, sep="/").items() if not np.any(np.asarray(g))]
   assert not dead, dead
+
+
+def test_remat_gives_the_same_parameters_gradients_and_statistics():
+  """``model.remat``: ResNet blocks and Transformer layers rematerialised under a checkpoint policy: the
+  same parameter tree, and the same loss (dropout included), gradients and BatchNorm updates as without."""
+  images, reports, labels = _inputs()
+  trees = [jax.eval_shape(jpg_lib.JPG(**TINY, remat=r).init, jax.random.key(0), images, reports, labels)
+           for r in ("", "nothing_saveable")]
+  assert jax.tree.structure(trees[0]) == jax.tree.structure(trees[1])
+
+  def same(fn, variables):
+    traced = [str(jax.make_jaxpr(functools.partial(fn, r))(variables["params"])) for r in ("", "nothing_saveable")]
+    assert "remat" not in traced[0] and "remat" in traced[1]   # jax.checkpoint's primitive
+    plain, remat = (jax.jit(jax.value_and_grad(functools.partial(fn, r), has_aux=True))(variables["params"])
+                    for r in ("", "nothing_saveable"))
+    leaves = jax.tree.leaves(plain)
+    scale = max(float(np.abs(x).max()) for x in leaves)
+    for x, y in zip(leaves, jax.tree.leaves(remat), strict=True):
+      np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-5 * scale)   # XLA fuses the recomputation apart
+
+  x = images[:, 0]
+  net = lambda r: resnet.ResNet(10, width=8, remat=r)
+  variables = jax.jit(net("").init)(jax.random.key(0), x)
+  same(lambda r, p: (lambda y, u: (jnp.mean(y ** 2), u))(*net(r).apply(
+      {"params": p, "batch_stats": variables["batch_stats"]}, x, True, mutable=["batch_stats"])), variables)
+  memory = jax.random.normal(jax.random.key(1), (B, 3, 16))
+  dec = lambda r: transformer.Decoder(num_layers=2, d_model=16, d_ff=16, num_heads=2, remat=r)
+  y = jax.random.normal(jax.random.key(2), (B, L, 16))
+  args = (y, memory, jnp.ones((B, 3), bool), jnp.ones((B, L), bool), True)
+  same(lambda r, p: (jnp.mean(dec(r).apply({"params": p}, *args, rngs={"dropout": jax.random.key(3)}) ** 2),
+                     ()), jax.jit(dec("").init, static_argnums=5)(jax.random.key(0), *args))
+  with pytest.raises(ValueError, match="remat policy"):
+    resnet.remat_policy("nothing_savable")
 
 
 def test_frozen_extractor_gets_no_gradient_and_keeps_statistics():

@@ -92,10 +92,13 @@ class JPG(nn.Module):
   attention_layer: int = 0
   max_length: int = 512
   dtype: Any = jnp.float32
+  # A jax.checkpoint_policies name ('nothing_saveable', ...): ResNet blocks and Transformer layers are
+  # rematerialised in training (resnet.ResNet, transformer.remat_layer); '' keeps every activation.
+  remat: str = ""
 
   def setup(self):
     self.visual_extractor = resnet.ResNet(self.resnet_depth, self.frozen_extractor, self.dtype,
-                                          width=self.resnet_width)
+                                          width=self.resnet_width, remat=self.remat)
     if self.use_subspace:
       self.subspace = subspace_lib.SharedSubspace(self.num_bases, self.d_model, self.d_model,
                                                   self.similarity, self.top_k, self.basis_init_std,
@@ -110,7 +113,7 @@ class JPG(nn.Module):
                                          self.label_dropout, self.dtype)
     kw = dict(num_layers=self.num_layers, d_model=self.d_model, d_ff=self.d_ff,
               num_heads=self.num_heads, dropout=self.dropout, layer_norm=self.layer_norm,
-              dtype=self.dtype)
+              dtype=self.dtype, remat=self.remat)
     self.encoder = transformer.Encoder(**kw)
     self.decoder = transformer.Decoder(attention_layer=self.attention_layer, max_length=self.max_length,
                                        **kw)

@@ -12,6 +12,11 @@ pads by 1 on both sides; BatchNorm eps 1e-5 and torch's momentum 0.1 (flax momen
 
 ``frozen=True`` makes the extractor a fixed feature function: BatchNorm uses its running statistics and no
 gradient flows back into it (the paper allows "any type of pre-trained CNNs", Sec. 3.2).
+
+``remat`` names a ``jax.checkpoint_policies`` policy (``remat_policy``): each residual block is then
+rematerialised (``nn.remat``): the backward pass keeps the blocks' inputs and what the policy saves, and
+recomputes the rest (one more forward pass of the extractor a step, for the activations of one block at a
+time instead of all of them). Same parameters, same values.
 """
 
 from __future__ import annotations
@@ -80,6 +85,18 @@ def max_pool(x, window: int = 3, stride: int = 2, pad: int = 1):
   return out
 
 
+# '' (no remat) and the jax.checkpoint_policies a block may be rematerialised under: nothing saved inside
+# it, or the outputs of its matrix products (the 1x1 convolutions, PointwiseConv; and the attention's).
+REMAT_POLICIES = ("", "nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def remat_policy(name: str):
+  """``jax.checkpoint_policies.<name>`` for a name in ``REMAT_POLICIES`` other than ''."""
+  if name not in REMAT_POLICIES[1:]:
+    raise ValueError(f"Unknown remat policy {name!r}; choose from {REMAT_POLICIES}.")
+  return getattr(jax.checkpoint_policies, name)
+
+
 def out_channels(depth: int, width: int = 64) -> int:
   """Channels of the last stage: 8 x ``width`` (x 4 in a bottleneck); 512 or 2048 at torchvision's 64."""
   return 8 * width * (1 if _STAGES[depth][0] == "basic" else 4)
@@ -130,6 +147,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   width: int = 64                   # the stem's and first stage's channels; stages double it
   pointwise_as_dot: bool = True     # 1x1 convolutions as matrix products (PointwiseConv)
+  remat: str = ""                   # a jax.checkpoint_policies name: blocks rematerialised (docstring)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -139,6 +157,8 @@ class ResNet(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=use_running, momentum=0.9, epsilon=1e-5,
                              dtype=self.dtype)
     block_cls = BasicBlock if kind == "basic" else Bottleneck
+    if self.remat and train and not self.frozen:
+      block_cls = nn.remat(block_cls, policy=remat_policy(self.remat))
     expansion = 1 if kind == "basic" else 4
     w = self.width
     x = conv(w, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="conv1")(x.astype(self.dtype))

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jpg_jax.models import resnet   # remat_policy: the one table of checkpoint policies
+
 NEG_INF = -1e9
 LAYER_NORMS = ("r2gen", "standard")   # R2Gen's (unbiased std, eps outside the root) | flax's
 xavier = nn.initializers.xavier_uniform()
@@ -151,6 +153,15 @@ class DecoderLayer(nn.Module):
                                 name="feed_forward")(y, train))
 
 
+def remat_layer(layer_cls, remat: str, static_argnums: tuple[int, ...]):
+  """``layer_cls`` rematerialised in the backward pass under the ``jax.checkpoint_policies`` policy
+  ``remat`` (``resnet.remat_policy``); ``layer_cls`` itself where ``remat`` is ''. Argument 0 is the
+  module, so ``static_argnums`` count from 1 (the ``train`` and ``decode`` flags)."""
+  if not remat:
+    return layer_cls
+  return nn.remat(layer_cls, policy=resnet.remat_policy(remat), static_argnums=static_argnums)
+
+
 class Encoder(nn.Module):
   """``{z_1..z_p, z_c} = f_e(r_x1..r_xp, c)`` (Eq. 12); inputs are already d_model-sized."""
   num_layers: int = 3
@@ -160,14 +171,16 @@ class Encoder(nn.Module):
   dropout: float = 0.1
   layer_norm: str = "r2gen"
   dtype: Any = jnp.float32
+  remat: str = ""                   # layers rematerialised in training (remat_layer)
 
   @nn.compact
   def __call__(self, x, mask, train: bool):
     """x: (B, S, d); mask: (B, S) bool, True for real positions."""
     attn_mask = mask[:, None, None, :]
+    layer_cls = remat_layer(EncoderLayer, self.remat if train else "", static_argnums=(3,))
     for i in range(self.num_layers):
-      x = EncoderLayer(self.d_model, self.d_ff, self.num_heads, self.dropout, self.layer_norm,
-                       self.dtype, name=f"layers_{i}")(x, attn_mask, train)
+      x = layer_cls(self.d_model, self.d_ff, self.num_heads, self.dropout, self.layer_norm,
+                    self.dtype, name=f"layers_{i}")(x, attn_mask, train)
     return layer_norm(self.layer_norm, self.dtype, "norm")(x)
 
 
@@ -182,6 +195,7 @@ class Decoder(nn.Module):
   attention_layer: int = 0
   max_length: int = 512
   dtype: Any = jnp.float32
+  remat: str = ""                   # layers rematerialised in training (remat_layer); never when decoding
 
   @nn.compact
   def __call__(self, y, memory, memory_mask, target_mask, train: bool, decode: bool = False):
@@ -199,8 +213,9 @@ class Decoder(nn.Module):
     length = y.shape[1]
     self_mask = causal_mask(length)[None, None] & target_mask[:, None, None, :]
     cross_mask = memory_mask[:, None, None, :]
+    layer_cls = remat_layer(DecoderLayer, self.remat if train and not decode else "", static_argnums=(5, 6))
     for i in range(self.num_layers):
-      x = DecoderLayer(self.d_model, self.d_ff, self.num_heads, self.dropout, self.layer_norm,
-                       i == self.attention_layer, self.dtype, name=f"layers_{i}")(
-                           x, memory, cross_mask, self_mask, train, decode)
+      x = layer_cls(self.d_model, self.d_ff, self.num_heads, self.dropout, self.layer_norm,
+                    i == self.attention_layer, self.dtype, name=f"layers_{i}")(
+                        x, memory, cross_mask, self_mask, train, decode)
     return layer_norm(self.layer_norm, self.dtype, "norm")(x)
