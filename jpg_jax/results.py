@@ -163,6 +163,105 @@ def format_table2(table: Mapping[str, Mapping[str, Cell]], reference: str = "BAS
                    + [note])
 
 
+# ------------------------------------------------------------------------------------------ seeds
+# Columns of the seeds table: the caption metrics (per-report scores, so a pooled paired t-test), then
+# run-level figures (clinical efficacy, output statistics, mining): tested over seeds.
+SEED_COLUMNS = {**METRIC_NAMES, "clinical.micro_f1": "CE micro-F1", "clinical.macro_f1": "CE macro-F1",
+                "clinical.strict_micro_f1": "strict micro-F1", "distinct_reports": "distinct",
+                "mean_length": "mean length", "mining.mined": "mined"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedCell:
+  mean: float
+  sd: float                   # sample standard deviation over the seeds (0 for one seed)
+  values: tuple[float, ...]   # per seed, in the order of ``seeds``
+  p_value: float | None       # paired t-test against the reference model (see seed_table)
+  significant: bool           # higher than the reference's mean with p < SIGNIFICANCE_LEVEL
+
+
+def run_value(run: Run, column: str) -> float | None:
+  """A ``SEED_COLUMNS`` figure of ``run`` (None where the run has none: BASE mines no labels)."""
+  value = run.metrics
+  for key in column.split("."):
+    if not isinstance(value, Mapping) or key not in value:
+      return None
+    value = value[key]
+  return float(value)
+
+
+def _seed(run: Run):
+  return run.config.get("seed", run.workdir)
+
+
+def seed_table(runs: Sequence[Run], reference: str = "BASE"
+               ) -> tuple[list, dict[str, dict[str, SeedCell]]]:
+  """Runs grouped by name (one per seed: ``config.json``'s ``seed``), mean and standard deviation per
+  ``SEED_COLUMNS`` column; returns (the seeds, {name: {column: cell}}).
+
+  Against the ``reference`` model's runs of the same seeds: the caption metrics by a paired t-test on the
+  per-report scores of all seeds pooled (a pair is one test case under one seed: n = seeds x reports), the
+  run-level figures by a paired t-test over the seeds (n = seeds: little power at 3)."""
+  groups: dict[str, dict] = {}
+  for run in runs:
+    group = groups.setdefault(run.name, {})
+    if _seed(run) in group:
+      raise ValueError(f"Two {run.name} runs of seed {_seed(run)}: {group[_seed(run)].workdir}, {run.workdir}.")
+    group[_seed(run)] = run
+  seeds = list(next(iter(groups.values())))
+  for name, group in groups.items():
+    if sorted(map(str, group)) != sorted(map(str, seeds)):
+      raise ValueError(f"{name} has seeds {list(group)}, the first model {seeds}: pair them alike.")
+  ref = groups.get(reference)
+  table = {}
+  for name, group in groups.items():
+    row = {}
+    for column in SEED_COLUMNS:
+      values = [run_value(group[s], column) for s in seeds]
+      if any(v is None for v in values):
+        continue
+      p = None
+      if ref is not None and name != reference:
+        ref_values = [run_value(ref[s], column) for s in seeds]
+        if column in METRIC_NAMES:
+          a, b = [], []
+          for s in seeds:
+            by_id = ref[s].by_id
+            a += [r["scores"][column] for r in group[s].reports]
+            b += [by_id[r["id"]]["scores"][column] for r in group[s].reports]
+          p = evaluate_lib.paired_t_test(a, b)["p"]
+        elif None not in ref_values and len(seeds) > 1:
+          p = evaluate_lib.paired_t_test(values, ref_values)["p"]
+      mean = float(np.mean(values))
+      better = p is not None and mean > float(np.mean([run_value(ref[s], column) for s in seeds]))
+      row[column] = SeedCell(mean, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                             tuple(values), p, better and p < SIGNIFICANCE_LEVEL)
+    table[name] = row
+  return seeds, table
+
+
+def format_seed_table(seeds: Sequence, table: Mapping[str, Mapping[str, SeedCell]], reference: str = "BASE",
+                      markdown: bool = False) -> str:
+  """Mean +- sd over the seeds per model, with † where significantly higher than ``reference``."""
+  columns = [c for c in SEED_COLUMNS if any(c in row for row in table.values())]
+  header = ["METHOD"] + [SEED_COLUMNS[c] for c in columns]
+  def cell(c: SeedCell | None, column: str) -> str:
+    if c is None:
+      return "-"
+    digits = 1 if column in ("distinct_reports", "mean_length", "mining.mined") else 3
+    return f"{c.mean:.{digits}f} +- {c.sd:.{digits}f}" + (DAGGER if c.significant else "")
+  rows = [[name] + [cell(row.get(c), c) for c in columns] for name, row in table.items()]
+  note = (f"mean +- sd over seeds {', '.join(map(str, seeds))}; {DAGGER}: higher than {reference}, p < "
+          f"{SIGNIFICANCE_LEVEL}: paired t-test on per-report scores pooled over the seeds (BLEU, METEOR, "
+          f"ROUGE-L), over the seeds' values (the others).")
+  if markdown:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows]) + "\n\n" + note
+  widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+  fmt = lambda r: "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
+  return "\n".join([fmt(header), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(r) for r in rows] + [note])
+
+
 # ------------------------------------------------------------------------------------------ clinical efficacy
 CLINICAL_COLUMNS = {"micro_f1": "CE micro-F1", "macro_f1": "CE macro-F1", "strict_micro_f1": "strict micro-F1",
                     "micro_precision": "CE P", "micro_recall": "CE R", "distinct_reports": "distinct",
@@ -293,12 +392,27 @@ def plot_curves(scalars: Mapping[str, Sequence[tuple[int, float]]], path,
 
 
 # ------------------------------------------------------------------------------------------ Fig. 5
+def findings_score(row: dict) -> int:
+  """Finding kinds a report names that the case has, minus those it names that the case has not (rows of
+  template-written synthetic data carry ``findings_stated`` and ``findings_true``: MeSH-style terms)."""
+  from jpg_jax.datasets import synthetic_findings
+  kinds = lambda key: {f.kind for f in map(synthetic_findings.finding_from_term, row.get(key, ())) if f}
+  stated, true = kinds("findings_stated"), kinds("findings_true")
+  return len(stated & true) - len(stated - true)
+
+
 def pick_examples(runs: Sequence[Run], num: int, by: str = "BLEU_4") -> list[str]:
-  """Ids where the last run beats the first by most on ``by`` (Fig. 5 shows where JPG helps), ties by id."""
+  """Ids where the last run beats the first by most on ``by`` (Fig. 5 shows where JPG helps): a caption
+  metric, or 'findings' (``findings_score``: where the last names more of the case's findings; BLEU-4
+  breaks ties); then by id."""
   first, last = runs[0].by_id, runs[-1].by_id
   common = [i for i in last if i in first]
-  gain = lambda i: last[i]["scores"][by] - first[i]["scores"][by]
-  return sorted(common, key=lambda i: (-gain(i), i))[:num]
+  bleu = lambda i: last[i]["scores"]["BLEU_4"] - first[i]["scores"]["BLEU_4"]
+  if by == "findings":
+    gain = lambda i: (findings_score(last[i]) - findings_score(first[i]), bleu(i))
+  else:
+    gain = lambda i: (last[i]["scores"][by] - first[i]["scores"][by],)
+  return sorted(common, key=lambda i: (tuple(-g for g in gain(i)), i))[:num]
 
 
 def examples_page(runs: Sequence[Run], ids: Sequence[str], fmt: str = "md") -> str:

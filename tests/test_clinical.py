@@ -62,3 +62,18 @@ def test_scores_over_kinds_and_strict():
   assert normal["micro_f1"] == normal["micro_recall"] == 0.0 and normal["cases_with_findings"] == 1
   with pytest.raises(ValueError, match="as many"):
     clinical.scores(predicted[:2], truth)
+
+
+def test_examples_are_picked_where_the_last_run_names_more_findings():
+  """``results.pick_examples(by='findings')``: right minus wrong finding kinds, BLEU-4 breaking ties."""
+  from jpg_jax import results
+  true = ["Pneumothorax/right/large", "Cardiomegaly/mild"]
+  def row(i, stated, bleu):
+    return {"id": i, "findings_true": true, "findings_stated": stated, "scores": {"BLEU_4": bleu}}
+  first = [row("a", [], 0.5), row("b", [], 0.5), row("c", [], 0.5), row("d", true, 0.5)]
+  last = [row("a", true[:1], 0.1), row("b", true, 0.2), row("c", true[:1], 0.9),
+          row("d", ["Pneumothorax/right/large", "Opacity/lung/base/left"], 0.9)]
+  runs = [results.Run(n, "", {}, rows, {}) for n, rows in (("BASE", first), ("JPG", last))]
+  assert results.findings_score(last[3]) == 0 and results.findings_score(last[1]) == 2
+  assert results.pick_examples(runs, 4, by="findings") == ["b", "c", "a", "d"]
+  assert results.pick_examples(runs, 2) == ["c", "d"]

@@ -159,12 +159,14 @@ def test_jpg_beam_search_scores_match_teacher_forcing():
   cache = decode.init_cache(model, variables, mem_t, mask_t, max_len)
   tokens, scores, _, _ = decode.beam_search(decode.report_step_fn(model, variables, mem_t, mask_t), cache, 2,
                                             beam, max_len)
+  # The full decoder, jitted once on a fixed length: R2Gen's masks are causal, so the zeros after a
+  # prefix change nothing at the prefix's positions (eagerly, every prefix length compiled its own ops).
+  full = jax.jit(functools.partial(model.apply, train=False, method=jpg_lib.JPG.decode))
   for b in range(2):
     seq = [int(t) for t in tokens[b]]
     n = seq.index(0) + 1 if 0 in seq else max_len
-    ids = jnp.asarray([[0] + seq[:n]])
-    logits = model.apply(variables, ids, memory[b:b + 1], mask[b:b + 1], False, method=jpg_lib.JPG.decode)
-    logp = jax.nn.log_softmax(logits[0])
+    ids = jnp.asarray([[0] + seq + [0] * (max_len - len(seq))])
+    logp = jax.nn.log_softmax(full(variables, ids, memory[b:b + 1], mask[b:b + 1])[0])
     total = sum(float(logp[k, seq[k]]) for k in range(n))
     np.testing.assert_allclose(scores[b], total, rtol=1e-4, atol=1e-4)
   generate = jax.jit(functools.partial(decode.generate_reports, model), static_argnames=("beam", "max_len"))
@@ -172,11 +174,11 @@ def test_jpg_beam_search_scores_match_teacher_forcing():
   np.testing.assert_array_equal(generated, tokens)
   # Greedy through the cache equals argmax decoding with the full (uncached) decoder.
   greedy, _ = generate(variables, images, beam=1, max_len=max_len)
-  ids = jnp.zeros((2, 1), jnp.int32)
-  for _ in range(max_len):
-    logits = model.apply(variables, ids, memory, mask, False, method=jpg_lib.JPG.decode)
-    ids = jnp.concatenate([ids, jnp.argmax(logits[:, -1:], -1).astype(jnp.int32)], axis=1)
-  expected = np.asarray(ids[:, 1:])
+  ids = np.zeros((2, max_len + 1), np.int32)
+  for k in range(max_len):
+    logits = full(variables, jnp.asarray(ids), memory, mask)
+    ids[:, k + 1] = np.asarray(jnp.argmax(logits[:, k], -1))
+  expected = ids[:, 1:]
   for b in range(2):
     row = list(expected[b])
     if 0 in row:

@@ -404,6 +404,46 @@ def test_compare_prints_the_jsons_numbers_beside_the_papers(two_runs, tmp_path):
   assert Image.open(tmp_path / "fig3.png").size[0] > 0
 
 
+def test_compare_averages_seeds_and_tests_them_in_pairs(two_runs, tmp_path):
+  """Runs sharing a name are seeds of one model: mean +- sd per column; the caption metrics' t-test
+  pools the per-report pairs of every seed, the run-level figures' pairs the seeds."""
+  import shutil
+  from jpg_jax import results
+  specs = []
+  for name, source in zip(("BASE", "JPG"), two_runs):
+    for seed, scale in ((7, 1.0), (8, 0.8)):
+      target = tmp_path / f"{name}{seed}"
+      shutil.copytree(source, target, ignore=shutil.ignore_patterns("stage*", "features", "logs"))
+      config = json.loads((target / "config.json").read_text())
+      (target / "config.json").write_text(json.dumps(dict(config, seed=seed)))
+      metrics = json.loads((target / "results" / "test_metrics.json").read_text())
+      metrics["BLEU_4"] *= scale
+      metrics["clinical"]["micro_f1"] = (0.7 if name == "JPG" else 0.3) * scale
+      (target / "results" / "test_metrics.json").write_text(json.dumps(metrics))
+      rows = [json.loads(l) for l in (target / "results" / "test_reports.jsonl").read_text().splitlines()]
+      for r in rows:
+        r["scores"]["BLEU_4"] *= scale
+      (target / "results" / "test_reports.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+      specs.append(f"{name}={target}")
+  runs = results.parse_runs(specs)
+  seeds, table = results.seed_table(runs)
+  assert seeds == [7, 8] and set(table) == {"BASE", "JPG"}
+  jpg4 = [r.metrics["BLEU_4"] for r in runs if r.name == "JPG"]
+  cell = table["JPG"]["BLEU_4"]
+  assert cell.mean == pytest.approx(np.mean(jpg4)) and cell.sd == pytest.approx(np.std(jpg4, ddof=1))
+  pooled = lambda n: [r["scores"]["BLEU_4"] for run in runs if run.name == n for r in run.reports]
+  assert cell.p_value == pytest.approx(evaluate.paired_t_test(pooled("JPG"), pooled("BASE"))["p"])
+  ce = table["JPG"]["clinical.micro_f1"]
+  assert ce.mean == pytest.approx(0.63) and ce.significant == (ce.p_value < 0.05)
+  assert ce.p_value == pytest.approx(evaluate.paired_t_test([0.7, 0.56], [0.3, 0.24])["p"])
+  assert table["BASE"]["BLEU_4"].p_value is None and "mining.mined" in table["JPG"]
+  text = _tool("compare", *(f"--run={s}" for s in specs), f"--markdown={tmp_path / 'seeds.md'}")
+  assert f"{cell.mean:.3f} +- {cell.sd:.3f}" in text and "seeds 7, 8" in text
+  assert "| JPG |" in (tmp_path / "seeds.md").read_text()
+  with pytest.raises(ValueError, match="seeds"):
+    results.seed_table(runs[:3])
+
+
 def test_curves_from_the_tensorboard_files(run, tmp_path):
   from jpg_jax import results
   _, workdir, _ = run

@@ -11,6 +11,14 @@ Runs on the template-written synthetic data also get a clinical-efficacy table (
 with the most-frequent-report baseline. ``--fig3`` draws the test label micro-F1 of every run with a
 labeler, grouped by classification head
 (``model.head``) with and without the shared subspace (``model.use_subspace``).
+
+Several runs of one name are seeds of one model (``config.json``'s ``seed``; every model needs the same
+seeds): the table is then mean +- standard deviation over the seeds of the caption metrics, clinical
+efficacy, distinct reports and mined labels, † by paired t-tests against the reference's runs of the same
+seeds (``results.seed_table``):
+
+  python -m jpg_jax.tools.compare --run=BASE=/runs/base42 --run=BASE=/runs/base43 \\
+      --run=JPG=/runs/jpg42 --run=JPG=/runs/jpg43 [--markdown=seeds.md]
 """
 
 from __future__ import annotations
@@ -30,6 +38,14 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   runs = results.parse_runs(_RUNS.value)
+  names = [run.name for run in runs]
+  if len(set(names)) < len(names):   # seeds of the same models
+    seeds, table = results.seed_table(runs, _REFERENCE.value)
+    print(results.format_seed_table(seeds, table, _REFERENCE.value))
+    if _MARKDOWN.value:
+      with open(_MARKDOWN.value, "w") as f:
+        f.write(results.format_seed_table(seeds, table, _REFERENCE.value, markdown=True) + "\n")
+    return
   table = results.table2(runs, _REFERENCE.value)
   print(results.format_table2(table, _REFERENCE.value))
   clinical = results.format_clinical(runs)
