@@ -40,7 +40,10 @@ def main(argv):
   runs = results.parse_runs(_RUNS.value)
   names = [run.name for run in runs]
   if len(set(names)) < len(names):   # seeds of the same models
-    seeds, table = results.seed_table(runs, _REFERENCE.value)
+    try:
+      seeds, table = results.seed_table(runs, _REFERENCE.value)
+    except ValueError as e:   # models with different seeds, or one seed twice
+      raise app.UsageError(str(e)) from None
     print(results.format_seed_table(seeds, table, _REFERENCE.value))
     if _MARKDOWN.value:
       with open(_MARKDOWN.value, "w") as f:
