@@ -163,6 +163,16 @@ def format_table2(table: Mapping[str, Mapping[str, Cell]], reference: str = "BAS
                    + [note])
 
 
+def _render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+  """A Markdown table, or plain text with the first column left-aligned and the others right-aligned."""
+  if markdown:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+  widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+  fmt = lambda r: "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
+  return "\n".join([fmt(header), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(r) for r in rows])
+
+
 # ------------------------------------------------------------------------------------------ seeds
 # Columns of the seeds table: the caption metrics (per-report scores, so a pooled paired t-test), then
 # run-level figures (clinical efficacy, output statistics, mining): tested over seeds.
@@ -233,7 +243,7 @@ def seed_table(runs: Sequence[Run], reference: str = "BASE"
         elif None not in ref_values and len(seeds) > 1:
           p = evaluate_lib.paired_t_test(values, ref_values)["p"]
       mean = float(np.mean(values))
-      better = p is not None and mean > float(np.mean([run_value(ref[s], column) for s in seeds]))
+      better = p is not None and mean > float(np.mean(ref_values))
       row[column] = SeedCell(mean, float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                              tuple(values), p, better and p < SIGNIFICANCE_LEVEL)
     table[name] = row
@@ -254,12 +264,7 @@ def format_seed_table(seeds: Sequence, table: Mapping[str, Mapping[str, SeedCell
   note = (f"mean +- sd over seeds {', '.join(map(str, seeds))}; {DAGGER}: higher than {reference}, p < "
           f"{SIGNIFICANCE_LEVEL}: paired t-test on per-report scores pooled over the seeds (BLEU, METEOR, "
           f"ROUGE-L), over the seeds' values (the others).")
-  if markdown:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(r) + " |" for r in rows]) + "\n\n" + note
-  widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-  fmt = lambda r: "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
-  return "\n".join([fmt(header), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(r) for r in rows] + [note])
+  return _render(header, rows, markdown) + ("\n\n" if markdown else "\n") + note
 
 
 # ------------------------------------------------------------------------------------------ clinical efficacy
@@ -285,12 +290,7 @@ def format_clinical(runs: Sequence[Run], markdown: bool = False) -> str:
       return str(int(value))
     return f"{value:.1f}" if key == "mean_length" else f"{value:.3f}"
   rows = [[name] + [cell(k, block[k]) for k in CLINICAL_COLUMNS] for name, block in scored]
-  if markdown:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-                     + ["| " + " | ".join(r) + " |" for r in rows])
-  widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-  fmt = lambda r: "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
-  return "\n".join([fmt(header), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(r) for r in rows])
+  return _render(header, rows, markdown)
 
 
 # ------------------------------------------------------------------------------------------ Fig. 3
