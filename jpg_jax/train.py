@@ -237,8 +237,13 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
         indices=kept, droppable=normals, keep=config.labels.normal_keep)
     stage1_state, _ = run_stage(stage1, state, **loop)
 
-    # Mining: the stage-1 model labels every training report.
-    generated = evaluator1.generate(steps.variables_of(stage1_state), "train")
+    # Mining: the stage-1 model labels every training report. Where stage 2 reads stage 1's frozen extractor
+    # from a feature cache, the cache is written now and mining reads it: the ResNet runs once over train.
+    miner = evaluator1
+    if steps.reads_features(config, 2) and not steps.reads_features(config, 1):
+      grids_model, grids_data = stage_inputs(config, 2, model1, stage1_state, data, mesh, workdir)
+      miner = label_eval.LabelEvaluator(config, grids_model, grids_data, patterns, mesh)
+    generated = miner.generate(steps.variables_of(stage1_state), "train")
     label_set, assigned, mined = mining.mine(config, train_index, generated, patterns)
     if lead:
       mining.write_mined(workdir / "labels", label_set, mined)

@@ -151,6 +151,25 @@ def test_stage2_keeps_stage1s_extractor_and_trained_on_its_grids(run):
   assert feature_cache.cache_key(config, initial) != folder.name     # ... and stage 1 had trained it
 
 
+def test_mining_read_the_cached_grids_and_mines_what_the_images_give(run):
+  """With stage 2 on stage 1's cached grids, the cache is written before mining, which reads it (one
+  ResNet pass over train); the stage-1 best checkpoint generating from the images mines the same labels."""
+  from jpg_jax import mining
+  from jpg_jax.evaluators import labels as label_eval
+  config, workdir, metrics = run
+  (folder,) = (workdir / "features").iterdir()
+  assert (folder / "train.npy").stat().st_mtime_ns < (workdir / "labels" / "mined.json").stat().st_mtime_ns
+  data, mesh = ip.load_data(config), parallel.make_mesh()
+  patterns = labels_lib.LabelSet.load(workdir / "labels" / "stage1_patterns.json")
+  model1 = steps.create_model(config, data.vocab, patterns, stage=1)
+  ckpt = checkpointing.StageCheckpoints(workdir / "stage1", 3, config.train.stage1_select_metric, read_only=True)
+  variables = ckpt.restore_variables(ckpt.best_step(), steps.abstract_variables(model1, config, mesh))
+  generated = label_eval.LabelEvaluator(config, model1, data, patterns, mesh).generate(variables, "train")
+  label_set, _, mined = mining.mine(config, data.index["train"], generated, patterns)
+  assert label_set.to_json() == labels_lib.LabelSet.load(workdir / "labels" / "mined.json").to_json()
+  assert mined == metrics["mining"]
+
+
 def test_evaluate_rescoring_matches_and_writes_only_to_its_output_dir(run, tmp_path):
   """A finished run's workdir may be read-only: evaluate writes nothing there (no TensorBoard writer).
   The run tested on cached grids; evaluate reads the images: the same scores."""
