@@ -160,8 +160,9 @@ def evaluate_checkpoint(config, workdir, output_dir: str | None = None) -> dict:
   evaluator = report_eval.ReportEvaluator(config, restored.model, data, "test", restored.label_set, mesh,
                                           with_meteor=True)
   trained = epath.Path(workdir) / "results" / "test_metrics.json"
-  try:   # what only the training run knows (the extractor's source, the mining summary) is kept
-    extra = {k: v for k, v in json.loads(trained.read_text()).items() if k in ("extractor", "mining")}
+  kept = ("extractor", "mining", "stage1_test")
+  try:   # what only the training run knows (the extractor's source, mining, stage 1 on test) is kept
+    extra = {k: v for k, v in json.loads(trained.read_text()).items() if k in kept}
   except (OSError, ValueError):
     extra = {}
   return write_test_results(config, output_dir or epath.Path(workdir) / "results", evaluator,

@@ -19,7 +19,7 @@ each batch and takes part in checkpointing.
 A user error (a bad flag or config value, a missing or unreadable file, a bad image, archive or annotation
 entry, a checkpoint that does not restore: ``jpg_jax.errors.UserError``) ends in one line on stderr that
 names it and what to do, and exit status 2; ``--verbosity=1`` adds the traceback. A preempted run exits
-with 143 (128 + SIGTERM).
+with 143 (128 + SIGTERM); one stopped by ``--stop_at=STAGE:STEP`` (its first steps, for diagnostics) with 0.
 """
 
 from __future__ import annotations
@@ -78,6 +78,28 @@ _CPU_SCHEDULER = flags.DEFINE_enum(
     "How XLA:CPU orders a program's operations: for concurrency (XLA's default) or for memory (the paper's "
     "train step: a third less memory, 27% slower); an XLA_FLAGS that sets the option wins "
     "(jpg_jax/cpu_scheduler.py).")
+_STOP_AT = flags.DEFINE_string(
+    "stop_at", None, "train: STAGE:STEP (e.g. 1:100) stops after that training step with a checkpoint, exit "
+    "status 0; the same command without it resumes there. For a run's first steps: their diagnostics in "
+    "DIR/logs (train.log_every_steps).")
+
+
+class StopAt:
+  """A training hook (``train.Hook``) that asks the run to stop after step ``step`` of stage ``stage``;
+  ``fired`` tells a requested stop from a preemption."""
+
+  def __init__(self, text: str):
+    try:
+      stage, step = (int(x) for x in text.split(":"))
+    except ValueError:
+      raise errors.UserError(f"--stop_at={text!r}: expected STAGE:STEP, e.g. 1:100.") from None
+    if stage not in (1, 2) or step < 1:
+      raise errors.UserError(f"--stop_at={text!r}: the stage is 1 or 2 and the step at least 1.")
+    self.stage, self.step, self.fired = stage, step, False
+
+  def __call__(self, stage: int, step: int) -> bool:
+    self.fired = self.fired or (stage == self.stage and step >= self.step)
+    return self.fired
 
 
 def run_stats(config) -> str:
@@ -198,11 +220,13 @@ def run(config) -> None:
   if _MODE.value in ("stats", "params", "cost"):   # the other modes check it against their devices
     config_checks.validate(config, training=False)
   if _MODE.value == "train":
+    stop_at = StopAt(_STOP_AT.value) if _STOP_AT.value else None
     try:
-      train.train_and_evaluate(config, _WORKDIR.value)
+      train.train_and_evaluate(config, _WORKDIR.value, hooks=[stop_at] if stop_at else [])
     except checkpointing.Preempted as stop:
       logging.warning("Stopped at a checkpoint (%s); the same command resumes there.", stop)
-      sys.exit(143)   # 128 + SIGTERM, as a job scheduler expects of a preempted job
+      if not (stop_at and stop_at.fired):
+        sys.exit(143)   # 128 + SIGTERM, as a job scheduler expects of a preempted job
   elif _MODE.value == "evaluate":
     metrics = inference.evaluate_checkpoint(config, _WORKDIR.value, _OUTPUT_DIR.value)
     _print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))

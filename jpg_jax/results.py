@@ -178,7 +178,8 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool
 # run-level figures (clinical efficacy, output statistics, mining): tested over seeds.
 SEED_COLUMNS = {**METRIC_NAMES, "clinical.micro_f1": "CE micro-F1", "clinical.macro_f1": "CE macro-F1",
                 "clinical.strict_micro_f1": "strict micro-F1", "distinct_reports": "distinct",
-                "mean_length": "mean length", "mining.mined": "mined"}
+                "mean_length": "mean length", "mining.mined": "mined",
+                "stage1_test.pattern_macro_f1": "stage-1 F1"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -185,7 +185,8 @@ def test_main_turns_user_errors_into_one_line_and_status_2(tiny_synthetic, tmp_p
       (["--config.model.foo=1"], "--config.model.foo: the config has no key 'foo'"),
       (["--config.modle.dropout=0.2"], 'the config has no key \'modle\'; Did you mean "model"'),
       (["--config.model.similarity=cosin"], "model.similarity='cosin' is not one of"),
-      (["--mode=predict", "--images=a.png", "--verbosity=1"], "--images needs two files")):
+      (["--mode=predict", "--images=a.png", "--verbosity=1"], "--images needs two files"),
+      (["--stop_at=100"], "--stop_at='100': expected STAGE:STEP")):
     out = subprocess.run(base + args, capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert out.returncode == errors.EXIT_STATUS, out.stderr[-3000:]

@@ -24,6 +24,7 @@ from jpg_jax import errors
 from jpg_jax import evaluate
 from jpg_jax import feature_cache
 from jpg_jax import inference
+from jpg_jax import main
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import parallel
@@ -153,7 +154,8 @@ def test_stage2_keeps_stage1s_extractor_and_trained_on_its_grids(run):
 
 def test_mining_read_the_cached_grids_and_mines_what_the_images_give(run):
   """With stage 2 on stage 1's cached grids, the cache is written before mining, which reads it (one
-  ResNet pass over train); the stage-1 best checkpoint generating from the images mines the same labels."""
+  ResNet pass over train); the stage-1 best checkpoint generating from the images mines the same labels,
+  and scores on the test split what the results say."""
   from jpg_jax import mining
   from jpg_jax.evaluators import labels as label_eval
   config, workdir, metrics = run
@@ -164,10 +166,12 @@ def test_mining_read_the_cached_grids_and_mines_what_the_images_give(run):
   model1 = steps.create_model(config, data.vocab, patterns, stage=1)
   ckpt = checkpointing.StageCheckpoints(workdir / "stage1", 3, config.train.stage1_select_metric, read_only=True)
   variables = ckpt.restore_variables(ckpt.best_step(), steps.abstract_variables(model1, config, mesh))
-  generated = label_eval.LabelEvaluator(config, model1, data, patterns, mesh).generate(variables, "train")
-  label_set, _, mined = mining.mine(config, data.index["train"], generated, patterns)
+  evaluator = label_eval.LabelEvaluator(config, model1, data, patterns, mesh)
+  label_set, _, mined = mining.mine(config, data.index["train"], evaluator.generate(variables, "train"), patterns)
   assert label_set.to_json() == labels_lib.LabelSet.load(workdir / "labels" / "mined.json").to_json()
   assert mined == metrics["mining"]
+  # Results hold the selected stage-1 model's scores on the test split (the run's selection: validation).
+  assert metrics["stage1_test"] == pytest.approx(evaluator.run(variables, "test"))
 
 
 def test_evaluate_rescoring_matches_and_writes_only_to_its_output_dir(run, tmp_path):
@@ -180,6 +184,7 @@ def test_evaluate_rescoring_matches_and_writes_only_to_its_output_dir(run, tmp_p
     assert again[key] == pytest.approx(metrics[key], abs=1e-6)
   rescored = json.loads((tmp_path / "results" / "test_metrics.json").read_text())
   assert rescored["BLEU_4"] == again["BLEU_4"] and rescored["mining"] == metrics["mining"]   # kept
+  assert rescored["stage1_test"] == metrics["stage1_test"]
   assert _files(workdir) == before
 
 
@@ -281,10 +286,10 @@ def test_sigterm_and_hooks_stop_with_a_checkpoint_and_the_run_resumes_with_the_s
   it replays the losses of ``a`` step for step. Stage 2 of BASE: 6 steps an epoch, validation after 6."""
   data_dir, _ = tiny_synthetic
   config = _base_config(data_dir, log_every_steps=1, stage2_epochs=20)   # 120 steps: never reached
-  stop_at_9 = lambda stage, step: (stage, step) == (2, 9)
+  stop_at_9 = main.StopAt("2:9")   # what --stop_at=2:9 hooks in
   with pytest.raises(checkpointing.Preempted):
     train.train_and_evaluate(config, str(tmp_path / "a"), hooks=[stop_at_9])
-  assert (tmp_path / "a" / "stage2" / "9").exists()
+  assert (tmp_path / "a" / "stage2" / "9").exists() and stop_at_9.fired
 
   b = tmp_path / "b"
   cmd = [sys.executable, "-m", "jpg_jax.main", "--config=configs/jpg.py:smoke,base", f"--workdir={b}",
@@ -308,7 +313,7 @@ def test_sigterm_and_hooks_stop_with_a_checkpoint_and_the_run_resumes_with_the_s
   assert stopped in {int(p.name) for p in (b / "stage2").iterdir() if p.name.isdigit()} and stopped < 9
 
   with pytest.raises(checkpointing.Preempted):
-    train.train_and_evaluate(config, str(b), hooks=[stop_at_9])
+    train.train_and_evaluate(config, str(b), hooks=[main.StopAt("2:9")])
   a_losses, b_losses = _losses(tmp_path / "a"), _losses(b)
   assert sorted(a_losses) == list(range(1, 10)) and sorted(b_losses) == sorted(a_losses)
   for step in a_losses:
@@ -324,7 +329,8 @@ def _validations(workdir) -> list[int]:
 def test_more_validations_compile_no_more_programs(run, run_programs, tiny_synthetic, tmp_path):
   """BASE's 4 steps validated after every step and after every other one: the same programs, each lowered
   as often, the beam search (shared by validation and the test) once. And in the ``run`` fixture (4
-  stage-1 and 2 stage-2 validations, then the test) each evaluator's program was lowered once."""
+  stage-1 and 2 stage-2 validations, then the test) each evaluator's program was lowered once (stage
+  1's labels twice: on the images and, mining, on the grids)."""
   data_dir, _ = tiny_synthetic
   lowered = []
   for every, validations in ((1 / 6, 4), (1 / 3, 2)):   # 6 steps an epoch: every step, every other step
@@ -337,7 +343,8 @@ def test_more_validations_compile_no_more_programs(run, run_programs, tiny_synth
     lowered.append(lowerings.names)
   assert lowered[0] == lowered[1]
   assert lowered[0]["jit(predict_reports)"] == 1 and lowered[0]["jit(train_step)"] == 1
-  assert run_programs["jit(score_labels)"] == 1 and run_programs["jit(predict_reports)"] == 1
+  # score_labels: stage 1's validation on the images, mining on the cached grids of stage 1's extractor.
+  assert run_programs["jit(score_labels)"] == 2 and run_programs["jit(predict_reports)"] == 1
   assert run_programs["jit(train_step)"] == 2   # one per stage
 
 

@@ -44,10 +44,10 @@ class LabelEvaluator:
   """Stage 1's validation, and its labels for mining, with one compiled function (``steps.score_labels``:
   generated labels, class logits, teacher-forced label NLL).
 
-  ``run(variables)``: the label log-likelihood, sequence accuracy, the head's micro- and macro-F1, and the
-  GRU's pattern (the longest pattern its generated label starts with) micro- and macro-F1 and recall per
-  pattern, over the reports of ``split`` that have a stage-1 pattern. ``generate(variables, split)``: the
-  generated label of every report of a split (mining: ``train``).
+  ``run(variables[, split])``: the label log-likelihood, sequence accuracy, the head's micro- and macro-F1,
+  and the GRU's pattern (the longest pattern its generated label starts with) micro- and macro-F1 and recall
+  per pattern, over the reports of ``split`` (validation by default) that have a stage-1 pattern.
+  ``generate(variables, split)``: the generated label of every report of a split (mining: ``train``).
   """
 
   def __init__(self, config, model: jpg_lib.JPG, data: ip.Data, patterns: labels_lib.LabelSet, mesh,
@@ -62,10 +62,11 @@ class LabelEvaluator:
     targets = mining.targets(self.config, self.data.vocab, self.patterns, assigned)
     return common.SplitPredictions(self.predict, self.config, self.data, split, targets, self.mesh)
 
-  def run(self, variables) -> dict:
-    out = self._predictions(variables)
-    index, patterns = self._predictions.index, self.patterns
-    assigned = self._predictions.targets.assigned
+  def run(self, variables, split: str | None = None) -> dict:
+    predictions = self._predictions if split in (None, self.split) else self._over(split)
+    out = predictions(variables)
+    index, patterns = predictions.index, self.patterns
+    assigned = predictions.targets.assigned
     truth = np.stack([patterns.multi_hot(index.mesh[i]) for i in out["index"]])
     target = [assigned.get(index.ids[i]) for i in out["index"]]
     generated = [patterns.decode_sequence(tok) for tok in out["label_tokens"]]
