@@ -214,6 +214,7 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
 
   # ---------------------------------------------------------------- stage 1 + mining
   label_set, assigned, stage1_state, mined, stage1_test = None, None, None, None, None
+  stage1_grids = None   # the data as patch grids of stage 1's extractor, where stage 2 keeps it frozen
   if config.model.use_labeler:
     patterns, kept, assigned1 = mining.stage1_labels(config, train_index)
     if lead:
@@ -242,11 +243,12 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
                  stage1_test["pattern_macro_f1"], stage1_test["pattern_micro_f1"])
 
     # Mining: the stage-1 model labels every training report. Where stage 2 reads stage 1's frozen extractor
-    # from a feature cache, the cache is written now and mining reads it: the ResNet runs once over train.
+    # from a feature cache, the grids are computed (and cached) now, mining reads them and stage 2 trains on
+    # them: the ResNet runs once over each split.
     miner = evaluator1
     if steps.reads_features(config, 2) and not steps.reads_features(config, 1):
-      grids_model, grids_data = stage_inputs(config, 2, model1, stage1_state, data, mesh, workdir)
-      miner = label_eval.LabelEvaluator(config, grids_model, grids_data, patterns, mesh)
+      grids_model, stage1_grids = stage_inputs(config, 2, model1, stage1_state, data, mesh, workdir)
+      miner = label_eval.LabelEvaluator(config, grids_model, stage1_grids, patterns, mesh)
     generated = miner.generate(steps.variables_of(stage1_state), "train")
     label_set, assigned, mined = mining.mine(config, train_index, generated, patterns)
     if lead:
@@ -266,7 +268,8 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
     state = mining.carry_over(state, stage1_state, optimizer2, mesh)
   # The state (and so every checkpoint) holds the whole model, the extractor too, whatever the stage
   # runs on: a stage-2 checkpoint evaluates and predicts from images.
-  run2, data2 = stage_inputs(config, 2, model2, state, data, mesh, workdir)
+  run2, data2 = ((model2.clone(cached_features=True), stage1_grids) if stage1_grids is not None
+                 else stage_inputs(config, 2, model2, state, data, mesh, workdir))
   evaluator2 = report_eval.ReportEvaluator(config, run2, data2, "val", label_set, mesh, with_meteor=t.val_meteor)
   label_json = json.loads(label_set.to_json()) if label_set else None
   stage2 = build_stage(
