@@ -7,7 +7,11 @@
   --config=configs/jpg.py:base             ablation BASE: no shared subspace, no labels in the encoder
   --config=configs/jpg.py:projection       ablation JPG-projection: no shared subspace
   --config=configs/jpg.py:auxiliary        ablation JPG-auxiliary: no label features in the encoder
-Variants combine with commas (``:synthetic,base``); any field can be set with ``--config.a.b=v``; an
+  --config=configs/jpg.py:r2gen            Table 2's R2Gen: BASE + relational memory and MCLN (R2Gen's settings)
+  --config=configs/jpg.py:cmn              Table 2's CMN: BASE + cross-modal memory (R2GenCMN's settings)
+Variants combine with commas (``:synthetic,base``); the model variants apply first and the data variants
+(synthetic, synthetic_long, smoke) after them, whatever the order written, so that ``:synthetic,cmn`` is
+CMN's architecture under the embedded default's training. Any field can be set with ``--config.a.b=v``; an
 unknown key is an error (the ConfigDict is locked).
 """
 
@@ -15,7 +19,9 @@ import os
 
 import ml_collections
 
-_VARIANTS = ("synthetic", "synthetic_long", "smoke", "base", "projection", "auxiliary")
+_MODEL_VARIANTS = ("base", "projection", "auxiliary", "r2gen", "cmn")
+_DATA_VARIANTS = ("synthetic", "synthetic_long", "smoke")
+_VARIANTS = _DATA_VARIANTS + _MODEL_VARIANTS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -79,6 +85,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.layer_norm = "r2gen"
   c.model.attention_layer = 0       # Fig. 4: the first decoder layer's cross-attention
   c.model.max_length = 512
+  # Table 2's memory baselines (configs ``:r2gen``, ``:cmn``; jpg_jax/models/memory.py)
+  c.model.relational_memory = False # R2Gen: relational memory + memory-driven conditional LayerNorm
+  c.model.rm_num_slots = 3
+  c.model.rm_num_heads = 8
+  c.model.cross_modal_memory = False  # CMN: a memory matrix queried by visual and textual features
+  c.model.cmm_size = 2048
+  c.model.cmm_top_k = 32
+  c.model.visual_positions = False  # CMN's src_embed: sinusoidal positions on the encoder's inputs
   # A jax.checkpoint_policies name: ResNet blocks and Transformer layers rematerialised in training, for
   # less memory at the cost of recomputing the forward pass (README, Performance); '' keeps everything.
   c.model.remat = ""
@@ -111,6 +125,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"             # 'adagrad': the paper's "initial accumulator value of 0.1"
   c.optim.amsgrad = True
+  c.optim.b1 = 0.9                  # torch.optim.Adam's defaults (R2Gen passes none)
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
   c.optim.learning_rate = 1e-4
   c.optim.extractor_learning_rate = 5e-5
   c.optim.weight_decay = 5e-5       # coupled L2, as torch's Adam(weight_decay)
@@ -120,9 +137,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.adagrad_initial_accumulator = 0.1
 
   if arg:
-    for variant in arg.split(","):
+    variants = arg.split(",")
+    for variant in variants:
       if variant not in _VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose from {_VARIANTS}.")
+    for variant in sorted(variants, key=lambda v: v in _DATA_VARIANTS):   # model variants first
       _apply(c, variant)
   c.lock()
   return c
@@ -137,6 +156,20 @@ def _apply(c: ml_collections.ConfigDict, variant: str) -> None:
     c.model.use_subspace = False
   elif variant == "auxiliary":     # JPG-auxiliary: labels learnt in parallel, not fed to the encoder
     c.model.labels_in_encoder = False
+  elif variant == "r2gen":         # R2Gen (EMNLP 2020): github.com/cuhksz-nlp/R2Gen, main.py's defaults
+    _apply(c, "base")
+    c.model.relational_memory = True   # rm_num_slots 3, rm_num_heads 8, rm_d_model = d_model 512
+  elif variant == "cmn":           # CMN (ACL 2021): github.com/zhjohnchan/R2GenCMN, train_iu_xray.sh
+    _apply(c, "base")
+    c.model.cross_modal_memory = True  # cmm_size 2048, cmm_dim = d_model 512, topk 32
+    c.model.visual_positions = True
+    c.optim.learning_rate = 5e-4      # lr_ed
+    c.optim.extractor_learning_rate = 1e-4   # lr_ve
+    c.optim.lr_step_epochs = 10
+    c.optim.lr_gamma = 0.8
+    c.optim.b2 = 0.98                 # adam_betas (0.9, 0.98), adam_eps 1e-9
+    c.optim.eps = 1e-9
+    c.optim.grad_clip_value = 0.0     # CMN's trainer does not clip
   elif variant == "synthetic":
     c.dataset.name = "synthetic_cxr/templates"
     c.dataset.image_size = 96

@@ -69,13 +69,15 @@ _POSITIVE = ("dataset.image_size", "dataset.resize_size", "dataset.max_seq_lengt
              "model.num_layers", "model.max_length", "train.batch_size", "train.eval_batch_size",
              "train.stage2_epochs", "train.eval_every_epochs", "train.log_every_steps",
              "train.keep_checkpoints", "train.beam_size",
-             "optim.learning_rate", "optim.lr_step_epochs")
+             "optim.learning_rate", "optim.lr_step_epochs", "model.rm_num_slots", "model.rm_num_heads",
+             "model.cmm_size", "model.cmm_top_k", "optim.eps")
 _NON_NEGATIVE = ("dataset.vocab_threshold", "dataset.worker_count", "labels.min_mined", "model.top_k",
                  "model.basis_init_std", "model.attention_layer", "train.stage1_epochs",
                  "train.precise_bn_batches", "train.label_loss_weight", "train.class_loss_weight", "optim.extractor_learning_rate",
                  "optim.weight_decay", "optim.lr_gamma", "optim.grad_clip_value",
                  "optim.adagrad_initial_accumulator")
-_PROBABILITIES = ("model.dropout", "model.label_dropout", "model.visual_dropout")   # in [0, 1)
+_PROBABILITIES = ("model.dropout", "model.label_dropout", "model.visual_dropout",   # in [0, 1)
+                  "optim.b1", "optim.b2")
 
 
 def _get(config, key: str):
@@ -110,6 +112,10 @@ def problems(config, device_count: int = 1, process_count: int = 1, training: bo
                f"(the training crop is taken from the resized view)")
   if m.num_heads > 0 and m.d_model % m.num_heads:
     out.append(f"model.d_model={m.d_model} is not a multiple of model.num_heads={m.num_heads}")
+  if m.relational_memory and m.rm_num_heads > 0 and m.d_model % m.rm_num_heads:
+    out.append(f"model.d_model={m.d_model} is not a multiple of model.rm_num_heads={m.rm_num_heads}")
+  if m.cross_modal_memory and m.cmm_top_k > m.cmm_size:
+    out.append(f"model.cmm_top_k={m.cmm_top_k} is larger than model.cmm_size={m.cmm_size}")
   if m.top_k > m.num_bases:
     out.append(f"model.top_k={m.top_k} is larger than model.num_bases={m.num_bases}")
   if m.attention_layer >= m.num_layers:
@@ -152,9 +158,18 @@ def flat(d: dict, prefix: str = "") -> dict:
       flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
 
 
+# Keys added to the config after runs had been written without them, each with the value that computes what
+# those runs computed. A config holding that value leaves the key out of its identity, so that the workdirs
+# and checkpoints written before the key existed still match it (and a config using the new feature does not).
+ADDED_KEYS = {"model.relational_memory": False, "model.rm_num_slots": 3, "model.rm_num_heads": 8,
+              "model.cross_modal_memory": False, "model.cmm_size": 2048, "model.cmm_top_k": 32,
+              "model.visual_positions": False, "optim.b1": 0.9, "optim.b2": 0.999, "optim.eps": 1e-8}
+
+
 def identity(config_json: str) -> dict:
-  """The flat config without ``PATH_KEYS``: what a run computes."""
-  return {k: v for k, v in flat(json.loads(config_json)).items() if k not in PATH_KEYS}
+  """The flat config without ``PATH_KEYS`` (and ``ADDED_KEYS`` at their old values): what a run computes."""
+  return {k: v for k, v in flat(json.loads(config_json)).items()
+          if k not in PATH_KEYS and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
 
 
 def fingerprint(config) -> str:

@@ -92,7 +92,8 @@ def make_optimizer(config, params, steps_per_epoch: int, stage: int
 
   def group(lr):
     if o.name == "adam":
-      return optim_lib.torch_adam(schedule(lr), weight_decay=o.weight_decay, amsgrad=o.amsgrad)
+      return optim_lib.torch_adam(schedule(lr), o.b1, o.b2, o.eps, weight_decay=o.weight_decay,
+                                   amsgrad=o.amsgrad)
     if o.name == "adagrad":
       return optax.chain(optax.add_decayed_weights(o.weight_decay),
                          optax.scale_by_rss(initial_accumulator_value=o.adagrad_initial_accumulator),

@@ -36,3 +36,35 @@ def test_params_mode_counts_components():
   assert rows["total"] == sum(v for k, v in rows.items() if k != "total")
   base = main.run_params(jpg.get_config("base"))
   assert "subspace" not in base and "labeler" not in base
+
+
+def test_keys_added_later_keep_old_runs_matching():
+  """A workdir's config.json written before the R2Gen/CMN keys existed still matches today's config, and a
+  config that turns one of them on does not."""
+  import json
+  from jpg_jax import config_checks
+  today = jpg.get_config("synthetic").to_json()
+  old = json.loads(today)
+  for key in config_checks.ADDED_KEYS:
+    section, name = key.split(".")
+    del old[section][name]
+  old = json.dumps(old)
+  assert config_checks.differences(old, today) == []
+  assert config_checks.identity(old) == config_checks.identity(today)
+  cmn = jpg.get_config("synthetic,cmn").to_json()
+  diff = config_checks.differences(old, cmn)
+  assert any(d.startswith("model.cross_modal_memory") for d in diff)
+
+
+def test_memory_baselines_count_their_parameters():
+  """R2Gen adds the relational memory and the MCLN MLPs to BASE; CMN its memory matrix and projections."""
+  def rows(variant):
+    text = main.run_params(jpg.get_config(variant))
+    return {l.split()[0]: int(l.split()[1].replace(",", "")) for l in text.splitlines()[2:]}
+  base, r2gen, cmn = rows("base"), rows("r2gen"), rows("cmn")
+  d, slots = 512, 3
+  rm = 4 * (d * d + d) + 2 * (d * d + d) + 2 * (d * 2 * d + 2 * d)          # attn, mlp, W, U
+  mcln = 3 * 3 * 2 * ((slots * d * d + d) + (d * d + d))                   # 3 layers x 3 norms x gamma/beta
+  assert r2gen["decoder"] - base["decoder"] == rm + mcln
+  assert cmn["cmn"] == 2048 * d + 4 * (d * d + d)
+  assert r2gen["total"] - base["total"] == rm + mcln

@@ -428,3 +428,376 @@ def r2gen_beam_search(init_logprobs, get_logprobs_state, init_state, beam_size, 
     logprobs, state = get_logprobs_state(it, state)
     logprobs = F.log_softmax(logprobs, dim=-1)
   return [sorted(d, key=lambda x: -x["p"])[:beam_size] for d in done_beams]
+
+
+# ------------------------------------------------------------------------------------------ R2Gen and CMN
+# Transcribed from github.com/cuhksz-nlp/R2Gen modules/encoder_decoder.py (EncoderDecoder, RelationalMemory,
+# ConditionalLayerNorm, ...), modules/visual_extractor.py and models/r2gen.py, and from
+# github.com/zhjohnchan/R2GenCMN modules/base_cmn.py (BaseCMN, MultiThreadMemory,
+# memory_querying_responding), with their module and parameter names, so that their state_dicts have the
+# originals' keys (``encoder_decoder.model.decoder.layers.0.sublayer.0.norm.mlp_gamma.0.weight``, ...).
+# Eval-mode behaviour is the originals'; the AttModel plumbing (pack_wrapper, clip_att) is the identity on
+# full masks and is left out.
+def _clones(module, n):
+  import copy
+  return nn.ModuleList([copy.deepcopy(module) for _ in range(n)])
+
+
+def _subsequent_mask(size):
+  return torch.triu(torch.ones(1, size, size), diagonal=1) == 0
+
+
+def _attention(query, key, value, mask=None, dropout=None, fill=-1e9):
+  d_k = query.size(-1)
+  scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(d_k)
+  if mask is not None:
+    scores = scores.masked_fill(mask == 0, fill)
+  p_attn = F.softmax(scores, dim=-1)
+  if dropout is not None:
+    p_attn = dropout(p_attn)
+  return torch.matmul(p_attn, value), p_attn
+
+
+def _memory_querying_responding(query, key, value, mask=None, dropout=None, topk=32):
+  d_k = query.size(-1)
+  scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(d_k)
+  if mask is not None:
+    scores = scores.masked_fill(mask == 0, float("-inf"))
+  selected_scores, idx = scores.topk(topk)
+  dummy_value = value.unsqueeze(2).expand(idx.size(0), idx.size(1), idx.size(2), value.size(-2), value.size(-1))
+  dummy_idx = idx.unsqueeze(-1).expand(idx.size(0), idx.size(1), idx.size(2), idx.size(3), value.size(-1))
+  selected_value = torch.gather(dummy_value, 3, dummy_idx)
+  p_attn = F.softmax(selected_scores, dim=-1)
+  if dropout is not None:
+    p_attn = dropout(p_attn)
+  return torch.matmul(p_attn.unsqueeze(3), selected_value).squeeze(3), p_attn
+
+
+class R2GenMultiHeadedAttention(nn.Module):
+  def __init__(self, h, d_model, dropout=0.1, fill=-1e9):
+    super().__init__()
+    self.d_k, self.h, self.fill = d_model // h, h, fill
+    self.linears = _clones(nn.Linear(d_model, d_model), 4)
+    self.dropout = nn.Dropout(p=dropout)
+
+  def forward(self, query, key, value, mask=None):
+    if mask is not None:
+      mask = mask.unsqueeze(1)
+    nbatches = query.size(0)
+    query, key, value = [lin(x).view(nbatches, -1, self.h, self.d_k).transpose(1, 2)
+                         for lin, x in zip(self.linears, (query, key, value))]
+    x, self.attn = _attention(query, key, value, mask=mask, dropout=self.dropout, fill=self.fill)
+    x = x.transpose(1, 2).contiguous().view(nbatches, -1, self.h * self.d_k)
+    return self.linears[-1](x)
+
+
+class MultiThreadMemory(nn.Module):
+  """CMN's memory attention (its ``layer_past`` path, unused by its beam search, left out)."""
+
+  def __init__(self, h, d_model, dropout=0.1, topk=32):
+    super().__init__()
+    self.d_k, self.h, self.topk = d_model // h, h, topk
+    self.linears = _clones(nn.Linear(d_model, d_model), 4)
+    self.dropout = nn.Dropout(p=dropout)
+
+  def forward(self, query, key, value, mask=None):
+    nbatches = query.size(0)
+    query, key, value = [lin(x) for lin, x in zip(self.linears, (query, key, value))]
+    query, key, value = [x.view(nbatches, -1, self.h, self.d_k).transpose(1, 2) for x in (query, key, value)]
+    x, self.attn = _memory_querying_responding(query, key, value, mask=mask, dropout=self.dropout, topk=self.topk)
+    x = x.transpose(1, 2).contiguous().view(nbatches, -1, self.h * self.d_k)
+    return self.linears[-1](x)
+
+
+class R2GenLayerNorm(nn.Module):
+  """R2Gen's LayerNorm (``gamma``/``beta``); CMN's is the same with ``a_2``/``b_2``."""
+
+  def __init__(self, features, eps=1e-6, names=("gamma", "beta")):
+    super().__init__()
+    self.names = names
+    setattr(self, names[0], nn.Parameter(torch.ones(features)))
+    setattr(self, names[1], nn.Parameter(torch.zeros(features)))
+    self.eps = eps
+
+  def forward(self, x):
+    mean = x.mean(-1, keepdim=True)
+    std = x.std(-1, keepdim=True)
+    return getattr(self, self.names[0]) * (x - mean) / (std + self.eps) + getattr(self, self.names[1])
+
+
+class ConditionalLayerNorm(nn.Module):
+  def __init__(self, d_model, rm_num_slots, rm_d_model, eps=1e-6):
+    super().__init__()
+    self.gamma = nn.Parameter(torch.ones(d_model))
+    self.beta = nn.Parameter(torch.zeros(d_model))
+    self.rm_d_model, self.rm_num_slots, self.eps = rm_d_model, rm_num_slots, eps
+    self.mlp_gamma = nn.Sequential(nn.Linear(rm_num_slots * rm_d_model, d_model), nn.ReLU(inplace=True),
+                                   nn.Linear(rm_d_model, rm_d_model))
+    self.mlp_beta = nn.Sequential(nn.Linear(rm_num_slots * rm_d_model, d_model), nn.ReLU(inplace=True),
+                                  nn.Linear(d_model, d_model))
+    for m in self.modules():
+      if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.constant_(m.bias, 0.1)
+
+  def forward(self, x, memory):
+    mean = x.mean(-1, keepdim=True)
+    std = x.std(-1, keepdim=True)
+    delta_gamma = self.mlp_gamma(memory)
+    delta_beta = self.mlp_beta(memory)
+    gamma_hat = torch.stack([torch.stack([self.gamma.clone()] * x.size(0), dim=0)] * x.size(1), dim=1)
+    beta_hat = torch.stack([torch.stack([self.beta.clone()] * x.size(0), dim=0)] * x.size(1), dim=1)
+    gamma_hat = gamma_hat + delta_gamma
+    beta_hat = beta_hat + delta_beta
+    return gamma_hat * (x - mean) / (std + self.eps) + beta_hat
+
+
+class SublayerConnection(nn.Module):
+  def __init__(self, d_model, dropout, norm_names=("gamma", "beta")):
+    super().__init__()
+    self.norm = R2GenLayerNorm(d_model, names=norm_names)
+    self.dropout = nn.Dropout(dropout)
+
+  def forward(self, x, sublayer):
+    return x + self.dropout(sublayer(self.norm(x)))
+
+
+class ConditionalSublayerConnection(nn.Module):
+  def __init__(self, d_model, dropout, rm_num_slots, rm_d_model):
+    super().__init__()
+    self.norm = ConditionalLayerNorm(d_model, rm_num_slots, rm_d_model)
+    self.dropout = nn.Dropout(dropout)
+
+  def forward(self, x, sublayer, memory):
+    return x + self.dropout(sublayer(self.norm(x, memory)))
+
+
+class R2GenEncoderLayer(nn.Module):
+  def __init__(self, d_model, self_attn, feed_forward, dropout, norm_names=("gamma", "beta")):
+    super().__init__()
+    self.self_attn, self.feed_forward, self.d_model = self_attn, feed_forward, d_model
+    self.sublayer = _clones(SublayerConnection(d_model, dropout, norm_names), 2)
+
+  def forward(self, x, mask):
+    x = self.sublayer[0](x, lambda x: self.self_attn(x, x, x, mask))
+    return self.sublayer[1](x, self.feed_forward)
+
+
+class R2GenEncoder(nn.Module):
+  def __init__(self, layer, n, norm_names=("gamma", "beta")):
+    super().__init__()
+    self.layers = _clones(layer, n)
+    self.norm = R2GenLayerNorm(layer.d_model, names=norm_names)
+
+  def forward(self, x, mask):
+    for layer in self.layers:
+      x = layer(x, mask)
+    return self.norm(x)
+
+
+class R2GenDecoderLayer(nn.Module):
+  """R2Gen's DecoderLayer (MCLN sublayers) or, with ``rm_num_slots=None``, CMN's (plain sublayers)."""
+
+  def __init__(self, d_model, self_attn, src_attn, feed_forward, dropout, rm_num_slots=None, rm_d_model=None,
+               norm_names=("gamma", "beta")):
+    super().__init__()
+    self.d_model, self.self_attn, self.src_attn, self.feed_forward = d_model, self_attn, src_attn, feed_forward
+    self.conditional = rm_num_slots is not None
+    sub = (ConditionalSublayerConnection(d_model, dropout, rm_num_slots, rm_d_model) if self.conditional
+           else SublayerConnection(d_model, dropout, norm_names))
+    self.sublayer = _clones(sub, 3)
+
+  def forward(self, x, hidden_states, src_mask, tgt_mask, memory=None):
+    m = hidden_states
+    extra = (memory,) if self.conditional else ()
+    x = self.sublayer[0](x, lambda x: self.self_attn(x, x, x, tgt_mask), *extra)
+    x = self.sublayer[1](x, lambda x: self.src_attn(x, m, m, src_mask), *extra)
+    return self.sublayer[2](x, self.feed_forward, *extra)
+
+
+class R2GenDecoder(nn.Module):
+  def __init__(self, layer, n, norm_names=("gamma", "beta")):
+    super().__init__()
+    self.layers = _clones(layer, n)
+    self.norm = R2GenLayerNorm(layer.d_model, names=norm_names)
+
+  def forward(self, x, hidden_states, src_mask, tgt_mask, memory=None):
+    for layer in self.layers:
+      x = layer(x, hidden_states, src_mask, tgt_mask, memory)
+    return self.norm(x)
+
+
+class Embeddings(nn.Module):
+  def __init__(self, d_model, vocab):
+    super().__init__()
+    self.lut = nn.Embedding(vocab, d_model)
+    self.d_model = d_model
+
+  def forward(self, x):
+    return self.lut(x) * math.sqrt(self.d_model)
+
+
+class PositionalEncoding(nn.Module):
+  def __init__(self, d_model, dropout, max_len=5000):
+    super().__init__()
+    self.dropout = nn.Dropout(p=dropout)
+    self.register_buffer("pe", sinusoid(max_len, d_model).unsqueeze(0))
+
+  def forward(self, x):
+    return self.dropout(x + self.pe[:, :x.size(1)])
+
+
+class RelationalMemory(nn.Module):
+  def __init__(self, num_slots, d_model, num_heads=1):
+    super().__init__()
+    self.num_slots, self.num_heads, self.d_model = num_slots, num_heads, d_model
+    self.attn = R2GenMultiHeadedAttention(num_heads, d_model)
+    self.mlp = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU())
+    self.W = nn.Linear(d_model, d_model * 2)
+    self.U = nn.Linear(d_model, d_model * 2)
+
+  def init_memory(self, batch_size):
+    memory = torch.stack([torch.eye(self.num_slots)] * batch_size)
+    if self.d_model > self.num_slots:
+      memory = torch.cat([memory, torch.zeros((batch_size, self.num_slots, self.d_model - self.num_slots))], -1)
+    elif self.d_model < self.num_slots:
+      memory = memory[:, :, :self.d_model]
+    return memory
+
+  def forward_step(self, input, memory):
+    memory = memory.reshape(-1, self.num_slots, self.d_model)
+    q = memory
+    k = torch.cat([memory, input.unsqueeze(1)], 1)
+    v = torch.cat([memory, input.unsqueeze(1)], 1)
+    next_memory = memory + self.attn(q, k, v)
+    next_memory = next_memory + self.mlp(next_memory)
+    gates = self.W(input.unsqueeze(1)) + self.U(torch.tanh(memory))
+    input_gate, forget_gate = torch.split(gates, split_size_or_sections=self.d_model, dim=2)
+    next_memory = torch.sigmoid(input_gate) * torch.tanh(next_memory) + torch.sigmoid(forget_gate) * memory
+    return next_memory.reshape(-1, self.num_slots * self.d_model)
+
+  def forward(self, inputs, memory):
+    outputs = []
+    for i in range(inputs.shape[1]):
+      memory = self.forward_step(inputs[:, i], memory)
+      outputs.append(memory)
+    return torch.stack(outputs, dim=1)
+
+
+class R2GenTransformer(nn.Module):
+  """R2Gen's ``Transformer`` (``rm`` given) or CMN's (``cmn`` given: its shared memory module)."""
+
+  def __init__(self, encoder, decoder, src_embed, tgt_embed, rm=None, cmn=None):
+    super().__init__()
+    self.encoder, self.decoder, self.src_embed, self.tgt_embed = encoder, decoder, src_embed, tgt_embed
+    if rm is not None:
+      self.rm = rm
+    if cmn is not None:
+      self.cmn = cmn
+
+  def encode(self, src, src_mask):
+    return self.encoder(self.src_embed(src), src_mask)
+
+  def decode(self, hidden_states, src_mask, tgt, tgt_mask, memory_matrix=None):
+    if hasattr(self, "rm"):                                           # R2Gen
+      memory = self.rm.init_memory(hidden_states.size(0)).to(hidden_states)
+      memory = self.rm(self.tgt_embed(tgt), memory)
+      return self.decoder(self.tgt_embed(tgt), hidden_states, src_mask, tgt_mask, memory)
+    embeddings = self.tgt_embed(tgt)                                  # CMN
+    dummy = memory_matrix.unsqueeze(0).expand(embeddings.size(0), memory_matrix.size(0), memory_matrix.size(1))
+    embeddings = embeddings + self.cmn(embeddings, dummy, dummy)
+    return self.decoder(embeddings, hidden_states, src_mask, tgt_mask)
+
+
+class R2GenEncoderDecoder(nn.Module):
+  """R2Gen's ``EncoderDecoder`` (``kind='r2gen'``) or R2GenCMN's ``BaseCMN`` (``kind='cmn'``), each built as
+  its ``make_model`` builds it (xavier-uniform on every matrix of ``model``)."""
+
+  def __init__(self, kind, vocab_size, d_vf, d_model=512, d_ff=512, num_heads=8, num_layers=3, dropout=0.1,
+               drop_prob_lm=0.5, rm_num_slots=3, rm_num_heads=8, topk=32, cmm_size=2048):
+    super().__init__()
+    import copy
+    c = copy.deepcopy
+    self.kind = kind
+    self.att_embed = nn.Sequential(nn.Linear(d_vf, d_model), nn.ReLU(), nn.Dropout(drop_prob_lm))
+    names = ("gamma", "beta") if kind == "r2gen" else ("a_2", "b_2")
+    fill = -1e9 if kind == "r2gen" else float("-inf")
+    attn = R2GenMultiHeadedAttention(num_heads, d_model, fill=fill)
+    ff = PositionwiseFeedForward(d_model, d_ff, dropout)
+    position = PositionalEncoding(d_model, dropout)
+    encoder = R2GenEncoder(R2GenEncoderLayer(d_model, c(attn), c(ff), dropout, names), num_layers, names)
+    tgt_embed = nn.Sequential(Embeddings(d_model, vocab_size + 1), c(position))
+    if kind == "r2gen":
+      rm = RelationalMemory(num_slots=rm_num_slots, d_model=d_model, num_heads=rm_num_heads)
+      decoder = R2GenDecoder(R2GenDecoderLayer(d_model, c(attn), c(attn), c(ff), dropout, rm_num_slots, d_model),
+                             num_layers)
+      self.model = R2GenTransformer(encoder, decoder, lambda x: x, tgt_embed, rm=rm)
+    else:
+      self.cmn = MultiThreadMemory(num_heads, d_model, topk=topk)
+      decoder = R2GenDecoder(R2GenDecoderLayer(d_model, c(attn), c(attn), c(ff), dropout, norm_names=names),
+                             num_layers, names)
+      self.model = R2GenTransformer(encoder, decoder, nn.Sequential(c(position)), tgt_embed, cmn=self.cmn)
+    for p in self.model.parameters():
+      if p.dim() > 1:
+        nn.init.xavier_uniform_(p)
+    self.logit = nn.Linear(d_model, vocab_size + 1)
+    if kind == "cmn":
+      self.memory_matrix = nn.Parameter(torch.FloatTensor(cmm_size, d_model))
+      nn.init.normal_(self.memory_matrix, 0, 1 / d_model)
+
+  def prepare(self, att_feats):
+    """``_prepare_feature_forward`` without a sequence: embedded (and for CMN, memory-answered) patches."""
+    att_feats = self.att_embed(att_feats)
+    if self.kind == "cmn":
+      dummy = self.memory_matrix.unsqueeze(0).expand(att_feats.size(0), *self.memory_matrix.shape)
+      att_feats = att_feats + self.cmn(att_feats, dummy, dummy)
+    return att_feats, att_feats.new_ones(att_feats.shape[:2], dtype=torch.long).unsqueeze(-2)
+
+  def forward(self, att_feats, seq):
+    """``_forward``: log-probs (B, L-1, V+1) of ``seq[:, 1:]``, teacher-forced."""
+    att_feats, att_masks = self.prepare(att_feats)
+    seq = seq[:, :-1]
+    seq_mask = (seq.data > 0)
+    seq_mask[:, 0] += True
+    seq_mask = seq_mask.unsqueeze(-2) & _subsequent_mask(seq.size(-1)).to(seq_mask)
+    memory_matrix = self.memory_matrix if self.kind == "cmn" else None
+    out = self.model.decode(self.model.encode(att_feats, att_masks), att_masks, seq, seq_mask, memory_matrix)
+    return F.log_softmax(self.logit(out), dim=-1)
+
+  def core_logprobs(self, ys, hidden_states, att_masks):
+    """``core`` + ``logit``: the log-probs after the prefix ``ys`` (recomputed whole, as both originals do)."""
+    memory_matrix = self.memory_matrix if self.kind == "cmn" else None
+    out = self.model.decode(hidden_states, att_masks, ys, _subsequent_mask(ys.size(1)), memory_matrix)
+    return F.log_softmax(self.logit(out[:, -1]), dim=-1)
+
+
+class R2GenVisualExtractor(nn.Module):
+  """R2Gen's ``VisualExtractor``: torchvision's ResNet without avgpool and fc as ``model`` (a Sequential:
+  0 conv1, 1 bn1, 2 relu, 3 maxpool, 4-7 layer1-4); patch features (B, h*w, C)."""
+
+  def __init__(self, depth):
+    super().__init__()
+    net = ResNet(depth)
+    self.model = nn.Sequential(net.conv1, net.bn1, nn.ReLU(), net.maxpool, net.layer1, net.layer2, net.layer3,
+                               net.layer4)
+
+  def forward(self, images):
+    patch_feats = self.model(images)
+    batch_size, feat_size = patch_feats.shape[:2]
+    return patch_feats.reshape(batch_size, feat_size, -1).permute(0, 2, 1)
+
+
+class R2GenModel(nn.Module):
+  """R2Gen's ``R2GenModel`` / R2GenCMN's ``BaseCMNModel`` on IU X-Ray (``forward_iu_xray``)."""
+
+  def __init__(self, kind, vocab_size, depth=101, **kw):
+    super().__init__()
+    self.visual_extractor = R2GenVisualExtractor(depth)
+    d_vf = 512 if _STAGES[depth][0] == "basic" else 2048
+    self.encoder_decoder = R2GenEncoderDecoder(kind, vocab_size, d_vf, **kw)
+
+  def att_feats(self, images):
+    return torch.cat([self.visual_extractor(images[:, 0]), self.visual_extractor(images[:, 1])], dim=1)
+
+  def forward(self, images, seq):
+    return self.encoder_decoder(self.att_feats(images), seq)

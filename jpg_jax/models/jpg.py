@@ -18,6 +18,12 @@ Switches (``configs/jpg.py`` names the ablations of Table 2):
 * ``use_labeler``: False drops the head and the GRU (BASE, the "vanilla Transformer").
 * ``labels_in_encoder``: False keeps the labeler as a parallel task but feeds no label features to the
   encoder (JPG-auxiliary).
+* ``relational_memory`` (R2Gen), ``cross_modal_memory`` and ``visual_positions`` (CMN): Table 2's
+  strongest baselines on BASE (``configs/jpg.py:r2gen``, ``:cmn``; ``jpg_jax/models/memory.py``). R2Gen's
+  relational memory (``rm_num_slots`` x d_model, ``rm_num_heads`` heads) conditions every decoder
+  LayerNorm; CMN's memory (``cmm_size`` x d_model, ``cmm_top_k`` rows a head) answers the visual features
+  after ``att_embed`` and the text features after their positions, each response added to its query, and
+  CMN's encoder adds positions to its inputs. They combine with any other switch.
 * ``cached_features``: the model's image input is the extractor's output, patch grids (B, 2, h, w, d_x)
   computed once by a frozen extractor (``extract``), and the ResNet is skipped. Sec. 3.2 lets the
   extractor be any pretrained CNN; with it frozen, its features can be cached (eval-time views: no
@@ -47,6 +53,7 @@ import jax
 import jax.numpy as jnp
 
 from jpg_jax.models import labeler as labeler_lib
+from jpg_jax.models import memory as memory_lib
 from jpg_jax.models import resnet
 from jpg_jax.models import subspace as subspace_lib
 from jpg_jax.models import transformer
@@ -73,6 +80,14 @@ class JPG(nn.Module):
   top_k: int = 0
   basis_init_std: float = 0.0
   subspace_residual: bool = False
+  # Table 2's memory baselines (see above)
+  relational_memory: bool = False        # R2Gen
+  rm_num_slots: int = 3
+  rm_num_heads: int = 8
+  cross_modal_memory: bool = False       # CMN
+  cmm_size: int = 2048
+  cmm_top_k: int = 32
+  visual_positions: bool = False         # CMN's src_embed: positions on the encoder's inputs
   # labels
   use_labeler: bool = True
   labels_in_encoder: bool = True
@@ -111,12 +126,15 @@ class JPG(nn.Module):
       self.labeler = labeler_lib.Labeler(self.num_labels, self.num_label_tokens, self.head,
                                          self.label_hidden, self.d_model, self.label_steps,
                                          self.label_dropout, self.dtype)
+    self.cmn = (memory_lib.CrossModalMemory(self.cmm_size, self.d_model, self.num_heads, self.cmm_top_k,
+                                            self.dropout, self.dtype) if self.cross_modal_memory else None)
     kw = dict(num_layers=self.num_layers, d_model=self.d_model, d_ff=self.d_ff,
               num_heads=self.num_heads, dropout=self.dropout, layer_norm=self.layer_norm,
-              dtype=self.dtype, remat=self.remat)
-    self.encoder = transformer.Encoder(**kw)
-    self.decoder = transformer.Decoder(attention_layer=self.attention_layer, max_length=self.max_length,
-                                       **kw)
+              max_length=self.max_length, dtype=self.dtype, remat=self.remat)
+    self.encoder = transformer.Encoder(positions=self.visual_positions, **kw)
+    self.decoder = transformer.Decoder(attention_layer=self.attention_layer,
+                                       relational_memory=self.relational_memory, rm_num_slots=self.rm_num_slots,
+                                       rm_num_heads=self.rm_num_heads, text_memory=self.cmn, **kw)
     self.logit = nn.Dense(self.vocab_size, dtype=self.dtype, kernel_init=xavier)
 
   # ------------------------------------------------------------------------------- visual side
@@ -180,6 +198,8 @@ class JPG(nn.Module):
     aligned = self.align_visual(grids, train)
     b = aligned.shape[0]
     patches = aligned.reshape(b, -1, aligned.shape[-1])
+    if self.cmn is not None:
+      patches = patches + self.cmn(patches, train)
     mask = jnp.ones(patches.shape[:2], bool)
     out = {}
     if self.use_labeler:

@@ -9,6 +9,14 @@ torch key (a module ``layer1_0`` may be torch's ``layer1.0``; leaf names below) 
   embedding <- weight   (Embedding)
   mean, var <- running_mean, running_var   (the ``batch_stats`` collection)
   anything else keeps its name (``bias``, ``basis``, ``weight_ih``, ...).
+
+Checkpoints of R2Gen (github.com/cuhksz-nlp/R2Gen) and of CMN (github.com/zhjohnchan/R2GenCMN), whose
+modules are named differently (``encoder_decoder.model.decoder.layers.0.sublayer.1.norm.gamma``,
+``self_attn.linears.2``, ``visual_extractor.model.4.0.conv1``), go through ``rename_r2gen`` first:
+
+  variables = torch_to_flax(rename_r2gen(torch.load(path)["state_dict"]), template)
+
+with the template of ``configs/jpg.py:r2gen`` or ``:cmn`` (their architectures in this model).
 """
 
 from __future__ import annotations
@@ -33,6 +41,45 @@ def _candidates(path: tuple[str, ...]) -> list[str]:
     options.append([m, f"{match.group(1)}.{match.group(2)}"] if match else [m])
   leaf = _LEAF.get(leaf, leaf)
   return [".".join(list(combo) + [leaf]) for combo in itertools.product(*options)]
+
+
+# R2Gen's / R2GenCMN's key -> this layout's key, applied in order.
+_R2GEN_RULES = (
+    (r"^encoder_decoder\.model\.tgt_embed\.0\.lut\.", "word_embed."),
+    (r"^encoder_decoder\.model\.rm\.", "decoder.rm."),
+    (r"^encoder_decoder\.(model\.)?cmn\.", "cmn."),          # CMN's memory module is registered twice
+    (r"^encoder_decoder\.memory_matrix$", "cmn.memory_matrix"),
+    (r"^encoder_decoder\.model\.(encoder|decoder)\.", r"\1."),
+    (r"^encoder_decoder\.att_embed\.0\.", "att_embed."),
+    (r"^encoder_decoder\.logit\.", "logit."),
+    (r"\.sublayer\.(\d+)\.norm\.", r".norms.\1."),
+    (r"\.linears\.(\d)\.", lambda m: "." + "qkvo"[int(m.group(1))] + "."),
+    (r"\.(gamma|a_2)$", ".weight"),                          # LayerNorm's scale (R2Gen's, CMN's name)
+    (r"\.(beta|b_2)$", ".bias"),
+    (r"^visual_extractor\.model\.(\d)\.",                     # torchvision's children, as a Sequential
+     lambda m: "visual_extractor." + {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3",
+                                      "7": "layer4"}[m.group(1)] + "."),
+)
+_R2GEN_DROPPED = re.compile(r"\.pe$")   # the sinusoid tables (buffers); computed here
+
+
+def rename_r2gen(state_dict: Mapping[str, Any]) -> dict:
+  """An R2Gen or R2GenCMN state_dict with this project's keys (see the module docstring). CMN's memory
+  module appears under two keys in its state_dict (shared); both must hold the same tensor."""
+  out = {}
+  for key, value in state_dict.items():
+    if _R2GEN_DROPPED.search(key):
+      continue
+    new = key
+    for pattern, repl in _R2GEN_RULES:
+      new = re.sub(pattern, repl, new)
+    if new in out:
+      a, b = (np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for v in (out[new], value))
+      if a.shape != b.shape or not np.array_equal(a, b):
+        raise ValueError(f"{key} and another key both map to {new} with different values.")
+      continue
+    out[new] = value
+  return out
 
 
 def _to_flax(leaf: str, value: np.ndarray) -> np.ndarray:
