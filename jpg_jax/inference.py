@@ -22,6 +22,7 @@ from PIL import Image
 from jpg_jax import attention
 from jpg_jax import checkpointing
 from jpg_jax import clinical
+from jpg_jax import findings
 from jpg_jax import config_checks
 from jpg_jax import errors
 from jpg_jax import evaluate as evaluate_lib
@@ -107,7 +108,8 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
                        train_index: ip.SplitIndex, writer=None, extra: dict | None = None) -> dict:
   """Scores the test split with ``evaluator``; writes ``results_dir/test_metrics.json`` (the metrics, the
   most-frequent-report baseline, the checkpoint step, ``extra``; on the template-written synthetic data,
-  the ``clinical`` block of both: ``jpg_jax/clinical.py``) and ``test_reports.jsonl`` (one row a report);
+  the ``clinical`` block of both: ``jpg_jax/clinical.py``; on real reports, the ``chexpert`` block of both:
+  ``jpg_jax/findings.py``) and ``test_reports.jsonl`` (one row a report);
   test scalars go to ``writer`` where given."""
   metrics, rows = evaluator.run_with_reports(variables)
   references = [r["reference"] for r in rows]
@@ -127,6 +129,12 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
                                 (baseline, [baseline["report"]] * len(rows))):
       target["clinical"] = dict(clinical.report_scores(predictions, mesh),
                                 **evaluate_lib.output_statistics(predictions))
+  if findings.applies_to(config.dataset.name):     # real reports: CheXpert's labels read by our labeler
+    for row in rows:
+      row["chexpert_reference"] = sorted(findings.positives(row["reference"]))
+      row["chexpert_generated"] = sorted(findings.positives(row["prediction"]))
+    metrics["chexpert"] = findings.ce_scores([r["prediction"] for r in rows], references)
+    baseline["chexpert"] = findings.ce_scores([baseline["report"]] * len(rows), references)
   metrics.update(baseline_most_frequent=baseline, checkpoint_step=int(step), num_reports=len(rows),
                  decode_policy=config.decode.policy)
   metrics.update(extra or {})
@@ -140,6 +148,8 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
   summary = {k: v for k, v in metrics.items() if k in evaluate_lib.CAPTION_KEYS + ("label_micro_f1",)}
   if "clinical" in metrics:
     summary.update({f"clinical_{k}": metrics["clinical"][k] for k in ("micro_f1", "strict_micro_f1")})
+  if "chexpert" in metrics:
+    summary.update({f"chexpert_{k}": metrics["chexpert"][k] for k in ("micro_f1", "macro_f1")})
   logging.info("Test: %s; baseline: %s", summary, {k: baseline[k] for k in evaluate_lib.CAPTION_KEYS})
   if writer is not None:
     writer.write_scalars(int(step), {f"test/{k}": v for k, v in summary.items()})

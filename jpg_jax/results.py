@@ -179,7 +179,8 @@ def _render(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool
 SEED_COLUMNS = {**METRIC_NAMES, "clinical.micro_f1": "CE micro-F1", "clinical.macro_f1": "CE macro-F1",
                 "clinical.strict_micro_f1": "strict micro-F1", "distinct_reports": "distinct",
                 "mean_length": "mean length", "mining.mined": "mined",
-                "stage1_test.pattern_macro_f1": "stage-1 F1"}
+                "stage1_test.pattern_macro_f1": "stage-1 F1", "chexpert.micro_f1": "CheXpert micro-F1",
+                "chexpert.macro_f1": "CheXpert macro-F1"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,24 +275,30 @@ CLINICAL_COLUMNS = {"micro_f1": "CE micro-F1", "macro_f1": "CE macro-F1", "stric
                     "mean_length": "mean length"}
 
 
-def format_clinical(runs: Sequence[Run], markdown: bool = False) -> str:
+def format_clinical(runs: Sequence[Run], markdown: bool = False, block: str = "clinical") -> str:
   """The ``clinical`` block of every run that has one (``jpg_jax/clinical.py``: findings read from the
-  reports against the cases' true findings), and the most-frequent-report baseline of the first; '' when
+  reports against the cases' true findings), or with ``block='chexpert'`` the CheXpert labels' CE scores
+  of real reports (``jpg_jax/findings.py``), and the most-frequent-report baseline of the first; '' when
   no run has one."""
-  scored = [(run.name, run.metrics["clinical"]) for run in runs if "clinical" in run.metrics]
+  columns = CLINICAL_COLUMNS if block == "clinical" else CHEXPERT_COLUMNS
+  scored = [(run.name, run.metrics[block]) for run in runs if block in run.metrics]
   if not scored:
     return ""
-  baseline = next((run.metrics["baseline_most_frequent"].get("clinical") for run in runs
-                   if "clinical" in run.metrics.get("baseline_most_frequent", {})), None)
+  baseline = next((run.metrics["baseline_most_frequent"].get(block) for run in runs
+                   if block in run.metrics.get("baseline_most_frequent", {})), None)
   if baseline is not None:
     scored.append(("most frequent report", baseline))
-  header = ["METHOD"] + list(CLINICAL_COLUMNS.values())
+  header = ["METHOD"] + list(columns.values())
   def cell(key, value):
     if key == "distinct_reports":
       return str(int(value))
     return f"{value:.1f}" if key == "mean_length" else f"{value:.3f}"
-  rows = [[name] + [cell(k, block[k]) for k in CLINICAL_COLUMNS] for name, block in scored]
+  rows = [[name] + [cell(k, block_[k]) for k in columns] for name, block_ in scored]
   return _render(header, rows, markdown)
+
+
+CHEXPERT_COLUMNS = {"micro_precision": "CE P (micro)", "micro_recall": "CE R (micro)", "micro_f1": "CE F1 (micro)",
+                    "macro_precision": "CE P (macro)", "macro_recall": "CE R (macro)", "macro_f1": "CE F1 (macro)"}
 
 
 # ------------------------------------------------------------------------------------------ Fig. 3

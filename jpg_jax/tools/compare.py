@@ -51,15 +51,21 @@ def main(argv):
     return
   table = results.table2(runs, _REFERENCE.value)
   print(results.format_table2(table, _REFERENCE.value))
-  clinical = results.format_clinical(runs)
-  if clinical:
-    print("\nClinical efficacy (findings read from the reports against the cases' true findings):")
-    print(clinical)
+  blocks = (("clinical", "Clinical efficacy (findings read from the reports against the cases' true findings)"),
+            ("chexpert", "Clinical efficacy (CheXpert's 14 labels read from generated and reference reports by "
+                         "jpg_jax/findings.py, positives only)"))
+  for block, title in blocks:
+    text = results.format_clinical(runs, block=block)
+    if text:
+      print(f"\n{title}:")
+      print(text)
   if _MARKDOWN.value:
     with open(_MARKDOWN.value, "w") as f:
       f.write(results.format_table2(table, _REFERENCE.value, markdown=True) + "\n")
-      if clinical:
-        f.write("\n" + results.format_clinical(runs, markdown=True) + "\n")
+      for block, _ in blocks:
+        text = results.format_clinical(runs, markdown=True, block=block)
+        if text:
+          f.write("\n" + text + "\n")
   if _FIG3.value:
     values = results.fig3_values(runs)
     if not values:
