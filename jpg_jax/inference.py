@@ -22,10 +22,10 @@ from PIL import Image
 from jpg_jax import attention
 from jpg_jax import checkpointing
 from jpg_jax import clinical
-from jpg_jax import findings
 from jpg_jax import config_checks
 from jpg_jax import errors
 from jpg_jax import evaluate as evaluate_lib
+from jpg_jax import findings
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import parallel

@@ -293,7 +293,7 @@ def format_clinical(runs: Sequence[Run], markdown: bool = False, block: str = "c
     if key == "distinct_reports":
       return str(int(value))
     return f"{value:.1f}" if key == "mean_length" else f"{value:.3f}"
-  rows = [[name] + [cell(k, block_[k]) for k in columns] for name, block_ in scored]
+  rows = [[name] + [cell(k, scores[k]) for k in columns] for name, scores in scored]
   return _render(header, rows, markdown)
 
 

@@ -116,3 +116,14 @@ def test_test_results_of_a_real_report_run_carry_chexpert_scores(tmp_path):
   saved = [json.loads(l) for l in (tmp_path / "test_reports.jsonl").read_text().splitlines()]
   assert saved[0]["chexpert_reference"] == saved[0]["chexpert_generated"] == ["Cardiomegaly"]
   assert saved[1]["chexpert_reference"] == ["Pneumothorax"] and saved[1]["chexpert_generated"] == ["No Finding"]
+
+
+def test_compare_prints_the_chexpert_block():
+  from jpg_jax import results
+  block = {"micro_precision": 0.5, "micro_recall": 0.25, "micro_f1": 1 / 3, "macro_precision": 0.1,
+           "macro_recall": 0.2, "macro_f1": 0.125}
+  run = results.Run("JPG", "/tmp/x", {"chexpert": block, "baseline_most_frequent": {"chexpert": block}}, [], {})
+  text = results.format_clinical([run], markdown=True, block="chexpert")
+  assert text.splitlines()[2] == "| JPG | 0.500 | 0.250 | 0.333 | 0.100 | 0.200 | 0.125 |"
+  assert text.splitlines()[3].startswith("| most frequent report |")
+  assert results.format_clinical([run], block="clinical") == ""
