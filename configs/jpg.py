@@ -193,6 +193,11 @@ def _apply(c: ml_collections.ConfigDict, variant: str) -> None:
     c.optim.learning_rate = 5e-4
     c.optim.extractor_learning_rate = 2e-4
     c.optim.lr_step_epochs = 1000
+    # The whole optimiser is the default's, whatever model variant is written with it (:synthetic,cmn is
+    # CMN's architecture under this training): Adam's torch defaults, R2Gen's value clipping.
+    c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.999, 1e-8
+    c.optim.grad_clip_value = 0.1
+    c.optim.lr_gamma = 0.1
   elif variant == "synthetic_long":   # where the default's numbers go with more training (<= 1 h, 2 cores)
     _apply(c, "synthetic")
     c.train.stage1_epochs = 20.0

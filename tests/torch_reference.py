@@ -765,7 +765,8 @@ class R2GenEncoderDecoder(nn.Module):
     return F.log_softmax(self.logit(out), dim=-1)
 
   def core_logprobs(self, ys, hidden_states, att_masks):
-    """``core`` + ``logit``: the log-probs after the prefix ``ys`` (recomputed whole, as both originals do)."""
+    """``core`` + ``logit``: the log-probs after the prefix ``ys``, recomputed whole (R2Gen's ``core`` does
+    so; CMN's keeps a key/value ``past``, the same in eval mode)."""
     memory_matrix = self.memory_matrix if self.kind == "cmn" else None
     out = self.model.decode(hidden_states, att_masks, ys, _subsequent_mask(ys.size(1)), memory_matrix)
     return F.log_softmax(self.logit(out[:, -1]), dim=-1)

@@ -45,6 +45,7 @@ def _candidates(path: tuple[str, ...]) -> list[str]:
 
 # R2Gen's / R2GenCMN's key -> this layout's key, applied in order.
 _R2GEN_RULES = (
+    (r"^module\.", ""),                                       # saved from torch.nn.DataParallel (n_gpu > 1)
     (r"^encoder_decoder\.model\.tgt_embed\.0\.lut\.", "word_embed."),
     (r"^encoder_decoder\.model\.rm\.", "decoder.rm."),
     (r"^encoder_decoder\.(model\.)?cmn\.", "cmn."),          # CMN's memory module is registered twice
