@@ -7,7 +7,10 @@ Runs ``train.train_and_evaluate`` with the paper's config (ResNet-101 at 224 px,
 the input pipeline) through stage 1 (one epoch, its validation), label mining and two stage-2 steps, then
 stops as a preemption would (writing its checkpoint). The JSON line gives the process's peak resident set
 (``ru_maxrss``: dataset build, compilation, training, evaluation and checkpointing together) and the peak
-of RSS samples taken every 0.2 s by a thread. ``--remat=nothing_saveable`` (a ``model.remat`` policy)
+of RSS samples taken every 0.2 s by a thread, and where that peak falls: the log message (jpg-jax's and
+absl's INFO lines, e.g. "Stage 1: ...", the progress line, "Test: ...") last written before it, and the
+highest sample between each two messages (``phases``, the five highest), so that a peak outside the
+train step can be placed. ``--remat=nothing_saveable`` (a ``model.remat`` policy)
 trains with the ResNet blocks and Transformer layers rematerialised; ``--cpu_scheduler`` is XLA:CPU's
 scheduler (``jpg_jax/cpu_scheduler.py``: 'concurrency', XLA's default and ``jpg_jax.main``'s, or
 'memory', for a third less memory).
@@ -16,6 +19,7 @@ scheduler (``jpg_jax/cpu_scheduler.py``: 'concurrency', XLA's default and ``jpg_
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import resource
 import tempfile
@@ -61,6 +65,15 @@ def main():
       samples.append((time.time(), proc.memory_info().rss))
       time.sleep(0.2)
 
+  messages = []   # (time, first 100 characters) of every log record at INFO and above
+
+  class Recorder(logging.Handler):
+    def emit(self, record):
+      messages.append((record.created, record.getMessage()[:100]))
+
+  recorder = Recorder(logging.INFO)
+  logging.getLogger().addHandler(recorder)
+  logging.getLogger().setLevel(logging.INFO)
   thread = threading.Thread(target=sample, daemon=True)
   start = time.time()
   thread.start()
@@ -71,13 +84,34 @@ def main():
     pass
   done.set()
   thread.join()
+  logging.getLogger().removeHandler(recorder)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB on Linux
   common.emit({"benchmark": "host_memory", **common.machine(), "batch": args.batch, "image_size": 224,
                "resnet_depth": 101, "remat": args.remat,
                "xla_flags": os.environ.get("XLA_FLAGS", ""), "wall_s": round(time.time() - start, 1),
                "peak_rss_mib": round(peak, 1),
                "sampled_peak_rss_mib": round(max(r for _, r in samples) / 2**20, 1),
-               "rss_at_exit_mib": round(proc.memory_info().rss / 2**20, 1)})
+               "rss_at_exit_mib": round(proc.memory_info().rss / 2**20, 1),
+               "peak_after_message": _message_before(messages, max(samples, key=lambda s: s[1])[0]),
+               "phases": _phases(messages, samples)[:5]})
+
+
+def _message_before(messages, t):
+  before = [m for when, m in messages if when <= t]
+  return before[-1] if before else "(start-up)"
+
+
+def _phases(messages, samples):
+  """The highest RSS sample (MiB) after each log message and before the next, highest first."""
+  bounds = [(0.0, "(start-up)")] + messages
+  out = []
+  for i, (start, message) in enumerate(bounds):
+    end = bounds[i + 1][0] if i + 1 < len(bounds) else float("inf")
+    inside = [rss for t, rss in samples if start <= t < end]
+    if inside:
+      out.append({"after": message, "peak_rss_mib": round(max(inside) / 2**20, 1),
+                  "seconds": round(min(end, samples[-1][0]) - max(start, samples[0][0]), 1)})
+  return sorted(out, key=lambda p: -p["peak_rss_mib"])
 
 
 if __name__ == "__main__":
