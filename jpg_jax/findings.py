@@ -31,6 +31,10 @@ import functools
 import re
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
+from jpg_jax import evaluate
+
 OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity",
                 "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
                 "Pleural Other", "Fracture", "Support Devices")
@@ -279,24 +283,16 @@ def mesh_observations(terms: Sequence[str]) -> frozenset[str]:
 
 def agreement(predicted: Sequence[frozenset], reference: Sequence[frozenset],
               observations: Sequence[str] = OBSERVATIONS) -> dict:
-  """Per-observation precision, recall, F1 and support of ``predicted`` sets against ``reference`` sets,
-  plus micro and macro averages over ``observations``."""
-  per, tp_all, fp_all, fn_all = {}, 0, 0, 0
-  for obs in observations:
-    tp = sum(obs in p and obs in r for p, r in zip(predicted, reference))
-    fp = sum(obs in p and obs not in r for p, r in zip(predicted, reference))
-    fn = sum(obs not in p and obs in r for p, r in zip(predicted, reference))
-    per[obs] = _prf(tp, fp, fn)
-    tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
-  micro = _prf(tp_all, fp_all, fn_all)
+  """Per-observation precision, recall, F1 and support of ``predicted`` sets against ``reference`` sets
+  (``evaluate.label_scores``), micro-averaged, and macro-averaged over all ``observations`` (one that no
+  report has scores 0, as sklearn's ``average='macro'`` in R2GenCMN's ``compute_ce.py``)."""
+  hot = lambda sets: np.array([[o in s for o in observations] for s in sets], bool).reshape(-1, len(observations))
+  scores = evaluate.label_scores(hot(reference), hot(predicted), observations)
+  per = scores.per_label
+  micro = {"precision": scores.micro_precision, "recall": scores.micro_recall, "f1": scores.micro_f1,
+           "support": sum(v["support"] for v in per.values())}
   macro = {k: sum(per[o][k] for o in observations) / len(observations) for k in ("precision", "recall", "f1")}
   return {"per_observation": per, "micro": micro, "macro": macro}
-
-
-def _prf(tp: int, fp: int, fn: int) -> Mapping[str, float]:
-  p = tp / (tp + fp) if tp + fp else 0.0
-  r = tp / (tp + fn) if tp + fn else 0.0
-  return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "support": tp + fn}
 
 
 def mesh_agreement(reports: Mapping[str, object], ids: Iterable[str] | None = None) -> dict:
