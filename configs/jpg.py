@@ -4,13 +4,14 @@
   --config=configs/jpg.py:synthetic        the embedded default: a small model on synthetic_cxr
   --config=configs/jpg.py:synthetic_long   the embedded default trained longer (20 + 30 epochs)
   --config=configs/jpg.py:smoke            a tiny model on a tiny synthetic set, for tests
+  --config=configs/jpg.py:mimic            MIMIC-CXR in R2Gen's layout with R2Gen's MIMIC-CXR settings
   --config=configs/jpg.py:base             ablation BASE: no shared subspace, no labels in the encoder
   --config=configs/jpg.py:projection       ablation JPG-projection: no shared subspace
   --config=configs/jpg.py:auxiliary        ablation JPG-auxiliary: no label features in the encoder
   --config=configs/jpg.py:r2gen            Table 2's R2Gen: BASE + relational memory and MCLN (R2Gen's settings)
   --config=configs/jpg.py:cmn              Table 2's CMN: BASE + cross-modal memory (R2GenCMN's settings)
 Variants combine with commas (``:synthetic,base``); the model variants apply first and the data variants
-(synthetic, synthetic_long, smoke) after them, whatever the order written, so that ``:synthetic,cmn`` is
+(synthetic, synthetic_long, smoke, mimic) after them, whatever the order written, so that ``:synthetic,cmn`` is
 CMN's architecture under the embedded default's training. Any field can be set with ``--config.a.b=v``; an
 unknown key is an error (the ConfigDict is locked).
 """
@@ -20,7 +21,7 @@ import os
 import ml_collections
 
 _MODEL_VARIANTS = ("base", "projection", "auxiliary", "r2gen", "cmn")
-_DATA_VARIANTS = ("synthetic", "synthetic_long", "smoke")
+_DATA_VARIANTS = ("synthetic", "synthetic_long", "smoke", "mimic")
 _VARIANTS = _DATA_VARIANTS + _MODEL_VARIANTS
 
 
@@ -202,6 +203,19 @@ def _apply(c: ml_collections.ConfigDict, variant: str) -> None:
     _apply(c, "synthetic")
     c.train.stage1_epochs = 20.0
     c.train.stage2_epochs = 30.0
+  elif variant == "mimic":
+    # R2Gen's run_mimic_cxr.sh: one image per example (R2Gen's MimiccxrSingleImageDataset), reports cleaned
+    # by clean_report_mimic_cxr (the dataset's cleaning), tokens seen 10 times, 100 tokens, 30 epochs with
+    # StepLR(1, 0.8); everything else is R2Gen's main.py default, as for IU X-Ray. The disease labels are the
+    # CheXpert observations the findings labeler reads (jpg_jax/datasets/mimic_cxr.py): 14 at most, so
+    # stage 1 has at most 14 simple patterns.
+    c.dataset.name = "mimic_cxr/r2gen"
+    c.dataset.manual_dir = os.environ.get("JPG_JAX_MANUAL_DIR", "data/mimic_cxr")
+    c.dataset.max_seq_length = 100
+    c.dataset.vocab_threshold = 10
+    c.train.stage2_epochs = 30.0
+    c.optim.lr_step_epochs = 1
+    c.optim.lr_gamma = 0.8
   elif variant == "smoke":
     c.dataset.name = "synthetic_cxr/tiny"
     c.dataset.image_size = 56

@@ -1,7 +1,7 @@
-"""Cross-attention maps (Fig. 4): where the decoder looks, for each generated word, over both views.
+"""Cross-attention maps (Fig. 4): where the decoder looks, for each generated word, over the views.
 
 The paper draws "the cross attention weight from the first decoder layer" (Sec. 5.3): for each generated
-word, the weights over the encoder memory's 2 x 49 patch positions (label positions are dropped), averaged
+word, the weights over the encoder memory's V x 49 patch positions (label positions are dropped), averaged
 over heads, reshaped to each view's grid and upsampled over the image.
 """
 

@@ -40,7 +40,8 @@ PATH_KEYS = ("dataset.data_dir", "dataset.manual_dir", "dataset.download", "trai
 
 def dataset_names() -> tuple[str, ...]:
   """Every ``builder/config`` the ``dataset.name`` key may take."""
-  return tuple(f"{b.name}/{c.name}" for b in (datasets.IuXray, datasets.SyntheticCxr) for c in b.BUILDER_CONFIGS)
+  return tuple(f"{b.name}/{c.name}" for b in (datasets.IuXray, datasets.MimicCxr, datasets.SyntheticCxr)
+               for c in b.BUILDER_CONFIGS)
 
 
 def choices() -> dict[str, tuple]:

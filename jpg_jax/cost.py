@@ -33,7 +33,8 @@ class StepCost:
 def abstract_inputs(config, model, optimizer, global_batch: int):
   """ShapeDtypeStructs of the train state and of one global batch."""
   d = config.dataset
-  shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.model.label_steps, model.num_labels)
+  shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.model.label_steps, model.num_labels,
+                            ip.num_views(config))
   dtypes = {"images": jnp.float32, "report_mask": jnp.float32, "label_mask": jnp.float32,
             "label_targets": jnp.float32, "mask": jnp.float32}
   batch = {k: jax.ShapeDtypeStruct((global_batch,) + s, dtypes.get(k, jnp.int32)) for k, s in shapes.items()}

@@ -28,6 +28,7 @@ annotation the labeler is checked against (``python -m jpg_jax.tools.findings_ag
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from typing import Iterable, Mapping, Sequence
 
@@ -137,6 +138,12 @@ SCOPE_END = (r"but", r"however", r"although", r"though", r"which", r"whereas", r
 AFTER_WINDOW = 4   # words between a mention and a cue that follows it
 
 _TOKENS = r"[a-z0-9]+(?:-[a-z0-9]+)*|[^\sa-z0-9]"
+
+# A digest of the phrase and cue tables: datasets whose labels this labeler wrote (``mimic_cxr``) record it,
+# so that a dataset built by an earlier labeler is recognised (``input_pipeline.load_data`` warns).
+LABELER_VERSION = hashlib.sha256(repr((MENTIONS, NOT_MENTIONS, NEGATION_BEFORE, NEGATION_AFTER, UNCERTAIN_FIRST,
+                                       UNCERTAIN_BEFORE, UNCERTAIN_AFTER, SCOPE_END, AFTER_WINDOW,
+                                       _TOKENS)).encode()).hexdigest()[:12]
 
 MESH_TO_OBSERVATION: tuple[tuple[str, str], ...] = (
     # (MeSH major term prefix, lower-case, matched against the '/'-joined term; observation)

@@ -23,6 +23,7 @@ from jpg_jax import attention
 from jpg_jax import checkpointing
 from jpg_jax import clinical
 from jpg_jax import config_checks
+from jpg_jax import datasets
 from jpg_jax import errors
 from jpg_jax import evaluate as evaluate_lib
 from jpg_jax import findings
@@ -187,21 +188,24 @@ PREDICT_MAX_SIDE = 1024
 
 
 def predict(config, workdir, image_paths, output_dir: str | None = None, attention_png: str | None = "") -> dict:
-  """Report and context-aware labels for one study (two image files, 8-bit grey by ``common.to_grey8``'s
-  rule); see ``predict_views``."""
-  if len(image_paths) != 2:
-    raise errors.InputError(f"--images needs two files, the frontal and the lateral view, comma-separated; "
-                            f"got {len(image_paths)}: {','.join(image_paths) or '(none)'}.")
+  """Report and context-aware labels for one study (one image file per view of the config's dataset, in
+  its order: IU X-Ray's frontal and lateral, MIMIC-CXR's one; 8-bit grey by ``common.to_grey8``'s rule);
+  see ``predict_views``."""
+  names = datasets.views(config.dataset.name)
+  if len(image_paths) != len(names):
+    raise errors.InputError(f"--images needs {len(names)} file(s), comma-separated, one per view of "
+                            f"{config.dataset.name} ({', '.join(names)}); got {len(image_paths)}: "
+                            f"{','.join(image_paths) or '(none)'}.")
   views = [np.asarray(common.open_grey(p, f"--images file {p}", max_side=PREDICT_MAX_SIDE))
            for p in image_paths]
   return predict_views(config, workdir, views, output_dir, attention_png)
 
 
 def predict_views(config, workdir, views, output_dir: str | None = None, attention_png: str | None = "") -> dict:
-  """Report and labels for the grey-scale ``views`` (frontal, lateral) with the best stage-2 checkpoint.
+  """Report and labels for the grey-scale ``views`` (the dataset's, in order) with the best stage-2 checkpoint.
 
   Writes ``prediction.json`` to ``output_dir`` (default ``DIR/predict``) and the first decoder layer's
-  cross-attention of every generated word over both views (Fig. 4) to ``attention_png`` (``""``: the
+  cross-attention of every generated word over the views (Fig. 4) to ``attention_png`` (``""``: the
   output dir's ``attention.png``; ``None``: no map).
   """
   restored = restore_for_inference(config, workdir)

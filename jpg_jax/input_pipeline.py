@@ -1,4 +1,4 @@
-"""Grain input pipeline: decode, resize/crop/flip/normalise both views, tokenise, label targets, batch.
+"""Grain input pipeline: decode, resize/crop/flip/normalise the views, tokenise, label targets, batch.
 
 Images follow R2Gen (GUIDE sec. 3): train = resize the shorter side to ``resize_size`` (256), random crop
 ``image_size`` (224), random horizontal flip, ImageNet mean/std; eval = resize to ``image_size`` square.
@@ -8,7 +8,8 @@ anyway, so ``random_flip`` defaults to True for IU X-Ray and the synthetic confi
 
 Every element has static shapes:
 
-  images        float32 [2, S, S, 3]   frontal, lateral
+  images        float32 [V, S, S, 3]   the dataset's views (``datasets.views``): V = 2 (frontal, lateral)
+                                       for IU X-Ray and synthetic_cxr, 1 for MIMIC-CXR as R2Gen reads it
   report_ids    int32   [L]            [0] + token ids + [0], zero-padded / truncated to L = 60
   report_mask   float32 [L]            1 on BOS, tokens and EOS
   label_ids     int32   [N + 1]        [0] + label token ids + [0] for the GRU (N = 5 steps)
@@ -28,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import logging
 from typing import Mapping, Sequence
 
 import grain
@@ -38,6 +40,7 @@ from jax.experimental import multihost_utils
 from PIL import Image
 
 from jpg_jax import datasets
+from jpg_jax import findings
 from jpg_jax import labels as labels_lib
 from jpg_jax import text
 from jpg_jax.datasets import common
@@ -52,7 +55,7 @@ def _str(x) -> str:
 
 def open_split(name: str, split: str, data_dir: str):
   """A random-access source whose images stay PNG bytes (decoded by the pipeline's own workers)."""
-  decoders = {v: tfds.decode.SkipDecoding() for v in common.VIEWS}
+  decoders = {v: tfds.decode.SkipDecoding() for v in datasets.views(name)}
   return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders, download=False)
 
 
@@ -61,17 +64,19 @@ class SplitIndex:
   """The text side of a split, read once: ids, patients, cleaned findings and MeSH terms per example."""
   ids: list[str]
   patient_ids: list[str]
-  reports: list[str]        # cleaned with text.clean_report_iu_xray
+  reports: list[str]        # cleaned by R2Gen's rules for the dataset (text.clean_report)
   mesh: list[list[str]]
 
   @classmethod
-  def read(cls, source) -> "SplitIndex":
+  def read(cls, source, cleaning: str = "iu_xray") -> "SplitIndex":
+    """Every example's text side; reports cleaned by ``text.clean_report(., cleaning)``
+    (``datasets.report_cleaning`` of the dataset)."""
     ids, patients, reports, mesh = [], [], [], []
     for i in range(len(source)):
       ex = source[i]
       ids.append(_str(ex["id"]))
       patients.append(_str(ex["patient_id"]))
-      reports.append(text.clean_report_iu_xray(_str(ex["findings"])))
+      reports.append(text.clean_report(_str(ex["findings"]), cleaning))
       mesh.append([_str(t) for t in ex["mesh"]])
     return cls(ids, patients, reports, mesh)
 
@@ -155,6 +160,7 @@ class ImageOptions:
   image_size: int = 224
   resize_size: int = 256
   random_flip: bool = True
+  views: tuple[str, ...] = common.VIEWS    # the example's image features, in the model's order
 
 
 class _Example:
@@ -176,9 +182,9 @@ def case_views(raw, image: ImageOptions, rng: np.random.Generator | None = None)
   if "grids" in raw:
     return np.asarray(raw["grids"], np.float32)
   if rng is None:
-    return np.stack([eval_view(raw[v], image.image_size) for v in common.VIEWS])
+    return np.stack([eval_view(raw[v], image.image_size) for v in image.views])
   return np.stack([train_view(raw[v], rng, image.image_size, image.resize_size, image.random_flip)
-                   for v in common.VIEWS])
+                   for v in image.views])
 
 
 def case_images(source, indices, config, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -278,9 +284,10 @@ def to_iter(ds: grain.MapDataset, worker_count: int = 0, prefetch: int = 2) -> g
   return iter(it_ds)
 
 
-def example_shapes(image_size: int, max_seq_length: int, label_steps: int, num_labels: int) -> dict:
+def example_shapes(image_size: int, max_seq_length: int, label_steps: int, num_labels: int,
+                   num_views: int = 2) -> dict:
   """Per-example shapes, for building models and shardings before any data is read."""
-  return {"images": (2, image_size, image_size, 3), "report_ids": (max_seq_length,),
+  return {"images": (num_views, image_size, image_size, 3), "report_ids": (max_seq_length,),
           "report_mask": (max_seq_length,), "label_ids": (label_steps + 1,),
           "label_mask": (label_steps + 1,), "label_targets": (num_labels,), "index": (), "mask": ()}
 
@@ -307,11 +314,21 @@ def load_data(config) -> Data:
   multihost_utils.sync_global_devices("dataset prepared")
   builder = datasets.get_builder(d.name, d.data_dir)
   sources = {s: open_split(d.name, s, d.data_dir) for s in builder.info.splits}
-  index = {s: SplitIndex.read(src) for s, src in sources.items()}
+  labeler = builder.info.metadata.get("labeler") if builder.info.metadata else None
+  if labeler and labeler != findings.LABELER_VERSION:
+    logging.warning("%s's labels were written by findings labeler %s; this code's labeler is %s. Delete %s "
+                    "to rebuild them with it.", d.name, labeler, findings.LABELER_VERSION, builder.data_dir)
+  cleaning = datasets.report_cleaning(d.name)
+  index = {s: SplitIndex.read(src, cleaning) for s, src in sources.items()}
   vocab = text.Vocabulary.build(index["train"].reports, d.vocab_threshold)
   return Data(sources, index, vocab)
 
 
+def num_views(config) -> int:
+  """V: the views of one example of the config's dataset."""
+  return len(datasets.views(config.dataset.name))
+
+
 def image_options(config, train: bool) -> ImageOptions:
   d = config.dataset
-  return ImageOptions(d.image_size, d.resize_size, d.random_flip and train)
+  return ImageOptions(d.image_size, d.resize_size, d.random_flip and train, datasets.views(d.name))

@@ -56,7 +56,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "predict", "stats", "params", "cost"],
                           "What to run.")
-_IMAGES = flags.DEFINE_list("images", [], "predict: the frontal and the lateral image files.")
+_IMAGES = flags.DEFINE_list("images", [], "predict: the study's image files, one per view of the config's "
+                             "dataset (IU X-Ray: the frontal and the lateral; MIMIC-CXR: one).")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "evaluate / predict: where the results go (default DIR/results, DIR/predict); "
     "nothing else is written, so a read-only finished run can be evaluated into another folder.")
@@ -115,11 +116,12 @@ def run_stats(config) -> str:
     note = "\n(from the report sources in the manual dir: the image dataset is not built)"
   else:
     builder = datasets.prepare(name, data_dir, config.dataset.manual_dir, config.dataset.download)
-    indices = {s: input_pipeline.SplitIndex.read(input_pipeline.open_split(name, s, data_dir))
+    indices = {s: input_pipeline.SplitIndex.read(input_pipeline.open_split(name, s, data_dir),
+                                                 datasets.report_cleaning(name))
                for s in builder.info.splits}
     metadata = builder.info.metadata or {}
   order = {"train": 0, "val": 1, "test": 2}
-  rows = sorted((stats.split_stats(s, idx) for s, idx in indices.items()),
+  rows = sorted((stats.split_stats(s, idx, len(datasets.views(name))) for s, idx in indices.items()),
                 key=lambda r: order.get(r.split, 3))
   table = stats.format_table(name, rows)
   for key in ("excluded", "skipped"):

@@ -77,7 +77,7 @@ def run(config, steps: int, eval_every: int, batch_size: int, learning_rate: flo
   y_test = np.stack([kind_targets(m) for m in test_index.mesh])
   model = FindingProbe(config.model.resnet_depth, config.model.resnet_width)
   size = config.dataset.image_size
-  variables = model.init(jax.random.key(config.seed), jnp.zeros((1, 2, size, size, 3)))
+  variables = model.init(jax.random.key(config.seed), jnp.zeros((1, ip.num_views(config), size, size, 3)))
   variables = train_lib.with_pretrained_extractor(dict(variables), config, parallel.make_mesh())
   params, batch_stats = variables["params"], variables["batch_stats"]
   optimizer = optax.adam(learning_rate)

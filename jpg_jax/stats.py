@@ -17,10 +17,12 @@ class SplitStats:
   avg_len: float   # words per report after R2Gen's cleaning, sentence marks not counted
 
 
-def split_stats(split: str, split_index) -> SplitStats:
+def split_stats(split: str, split_index, num_views: int = len(common.VIEWS)) -> SplitStats:
+  """One row of Table 1. A row counts examples as reports and ``num_views`` images each: for MIMIC-CXR in
+  R2Gen's annotation an example is one image, so there REPORT counts images, not studies."""
   n = len(split_index)
   words = sum(text.count_words(r) for r in split_index.reports)
-  return SplitStats(split, images=len(common.VIEWS) * n, reports=n,
+  return SplitStats(split, images=num_views * n, reports=n,
                     patients=len(set(split_index.patient_ids)), avg_len=words / max(n, 1))
 
 

@@ -126,7 +126,7 @@ RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disa
 def init_variables(model: jpg_lib.JPG, config, rng) -> dict:
   """The model's variables from one all-zero example of the config's shapes."""
   d = config.dataset
-  shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.model.label_steps, 1)
+  shapes = ip.example_shapes(d.image_size, d.max_seq_length, config.model.label_steps, 1, ip.num_views(config))
   images = jnp.zeros((1,) + shapes["images"], jnp.float32)
   reports = jnp.zeros((1,) + shapes["report_ids"], jnp.int32)
   label_ids = jnp.zeros((1,) + shapes["label_ids"], jnp.int32) if model.use_labeler else None

@@ -8,6 +8,12 @@ produced by R2Gen's tokenizer, so this module reproduces that tokenizer to the c
   natural reading of it: R2Gen filters sentences with ``if sent_cleaner(sent) != []``, which compares a
   string with a list and is therefore always true, so EMPTY SENTENCES ARE KEPT (``"a .  . b ."``). We keep
   them too; ``drop_empty_sentences=True`` gives the cleaner reading.
+* ``clean_report_mimic_cxr`` is R2Gen's ``Tokenizer.clean_report_mimic_cxr``: newlines become spaces, the
+  anonymisation marks ``___`` shrink (``'__' -> '_'`` seven times; the sentence cleaner then removes ``_``),
+  double spaces six times, ``'..'`` eight times, then the IU X-Ray rules. Each ``replace`` is applied the
+  number of times R2Gen applies it, not to a fixed point: ``'_' * 200`` keeps more than one ``_`` before
+  the sentence cleaner, as in R2Gen. ``clean_report(report, 'iu_xray' | 'mimic_cxr')`` chooses one as
+  R2Gen's ``Tokenizer`` does by ``dataset_name`` (``jpg_jax.datasets.report_cleaning`` names a dataset's).
 * ``Vocabulary`` holds the tokens of the train split that occur at least ``threshold`` (3) times, plus
   ``<unk>``, sorted, with ids from 1. Id 0 is BOS, EOS and PAD at once, so models need ``len(vocab) + 1``
   logits. On R2Gen's IU X-Ray split ``len(vocab) == 760``.
@@ -30,8 +36,14 @@ BOS_ID = EOS_ID = PAD_ID = 0
 _SENTENCE_STRIP = re.compile(r"[.,?;*!%^&_+():-\[\]{}]")
 
 
-def _split_sentences(report: str) -> list[str]:
-  t = report.replace("..", ".").replace("..", ".").replace("..", ".").replace("1. ", "")
+def _replace(t: str, old: str, new: str, times: int) -> str:
+  for _ in range(times):
+    t = t.replace(old, new)
+  return t
+
+
+def _split_sentences(report: str, dots: int = 3) -> list[str]:
+  t = _replace(report, "..", ".", dots).replace("1. ", "")
   for k in "2345":
     t = t.replace(f". {k}. ", ". ")
   for k in "2345":
@@ -50,6 +62,26 @@ def clean_report_iu_xray(report: str, drop_empty_sentences: bool = False) -> str
   if drop_empty_sentences:
     sentences = [s for s in sentences if s]
   return " . ".join(sentences) + " ."
+
+
+def clean_report_mimic_cxr(report: str, drop_empty_sentences: bool = False) -> str:
+  """R2Gen's MIMIC-CXR report cleaning: newlines, runs of ``_`` and of spaces collapsed, then as IU X-Ray."""
+  t = _replace(_replace(report.replace("\n", " "), "__", "_", 7), "  ", " ", 6)
+  sentences = [_clean_sentence(s) for s in _split_sentences(t, dots=8)]
+  if drop_empty_sentences:
+    sentences = [s for s in sentences if s]
+  return " . ".join(sentences) + " ."
+
+
+CLEANERS = {"iu_xray": clean_report_iu_xray, "mimic_cxr": clean_report_mimic_cxr}
+
+
+def clean_report(report: str, cleaning: str = "iu_xray") -> str:
+  """``report`` cleaned by R2Gen's rules for ``cleaning`` ('iu_xray' or 'mimic_cxr')."""
+  try:
+    return CLEANERS[cleaning](report)
+  except KeyError:
+    raise ValueError(f"Unknown report cleaning {cleaning!r}; choose from {tuple(CLEANERS)}.") from None
 
 
 def count_words(cleaned_report: str) -> int:

@@ -77,7 +77,8 @@ _SECONDS = {"test_train.py": 577, "test_data_parallel.py": 446, "test_models.py"
             "test_optim.py": 70, "test_cost.py": 38, "test_parity.py": 48, "test_synthetic_cxr.py": 42,
             "test_iu_xray.py": 44, "test_evaluate.py": 30, "test_convert.py": 13, "test_errors.py": 13,
             "test_probe.py": 25, "test_diagnostics.py": 56, "test_configs.py": 9, "test_feature_cache.py": 70,
-            "test_precise_bn.py": 39, "test_compile_cache.py": 10}
+            "test_precise_bn.py": 39, "test_compile_cache.py": 10,
+            "test_mimic_cxr.py": 42}
 
 
 def pytest_collection_modifyitems(config, items):

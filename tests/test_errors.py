@@ -117,11 +117,14 @@ def test_large_images_are_reduced_while_decoding(tmp_path, fmt):
   assert grey.mode == "L" and grey.size == (768, 1024)
 
 
-def test_predict_wants_exactly_two_images():
+def test_predict_wants_one_image_per_view():
   for paths in (["a.png"], ["a.png", "b.png", "c.png"]):
-    with pytest.raises(errors.InputError, match=f"--images needs two files.*got {len(paths)}") as e:
+    with pytest.raises(errors.InputError, match=fr"--images needs 2 file\(s\).*\(frontal, lateral\); got {len(paths)}") as e:
       inference.predict(_config(), "/nonexistent", paths)
     _one_line(e.value)
+  # MIMIC-CXR as R2Gen reads it: one image a study.
+  with pytest.raises(errors.InputError, match=r"--images needs 1 file\(s\).*mimic_cxr/r2gen \(image\); got 2"):
+    inference.predict(_config("mimic"), "/nonexistent", ["a.png", "b.png"])
 
 
 # ============================================================================================ configs
@@ -185,7 +188,7 @@ def test_main_turns_user_errors_into_one_line_and_status_2(tiny_synthetic, tmp_p
       (["--config.model.foo=1"], "--config.model.foo: the config has no key 'foo'"),
       (["--config.modle.dropout=0.2"], 'the config has no key \'modle\'; Did you mean "model"'),
       (["--config.model.similarity=cosin"], "model.similarity='cosin' is not one of"),
-      (["--mode=predict", "--images=a.png", "--verbosity=1"], "--images needs two files"),
+      (["--mode=predict", "--images=a.png", "--verbosity=1"], "--images needs 2 file(s)"),
       (["--stop_at=100"], "--stop_at='100': expected STAGE:STEP")):
     out = subprocess.run(base + args, capture_output=True, text=True, timeout=300, cwd=ROOT,
                          env=dict(os.environ, JAX_PLATFORMS="cpu"))

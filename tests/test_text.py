@@ -42,3 +42,43 @@ def test_r2gen_vocabulary_has_760_tokens(r2gen_annotation):
 
 def test_count_words_ignores_sentence_marks():
   assert text.count_words("the heart is normal . lungs clear .") == 6
+
+
+# ------------------------------------------------------------------- against R2Gen's own functions
+def _tricky_reports(n: int, seed: int = 0) -> list[str]:
+  """Strings built from what R2Gen's cleaners act on: runs of '_', ' ', '.', newlines, list markers."""
+  import random
+  rng = random.Random(seed)
+  pieces = ["The", "heart", "is", "normal", "___", "_", "__", " ", "  ", "\n", "\n\n", ".", "..", "...",
+            "1. ", "2. ", ". 3. ", " 4. ", "5.", ",", ";", "'", '"', "/", "\\", "(", ")", "[", "]", "{", "}",
+            "?", "<", "=", "@", "-", "T-spine", "x-XXXX", "PA", "AP", "cm", "7", "%", "&", "FINDINGS:",
+            " " * 100, "_" * 200, "." * 300]
+  return ["".join(rng.choice(pieces) + rng.choice(("", " ")) for _ in range(rng.randint(0, 40)))
+          for _ in range(n)]
+
+
+@pytest.mark.parametrize("cleaning", ["iu_xray", "mimic_cxr"])
+def test_cleaning_equals_r2gens_own_code_on_tricky_strings(cleaning):
+  from tests import torch_reference as ref
+  original = {"iu_xray": ref.r2gen_clean_report_iu_xray, "mimic_cxr": ref.r2gen_clean_report_mimic_cxr}[cleaning]
+  for report in _tricky_reports(3000, seed=len(cleaning)):
+    assert text.clean_report(report, cleaning) == original(report), repr(report)
+
+
+def test_mimic_cleaning_on_a_mimic_style_report():
+  report = ("FINDINGS:\n PA and lateral views of the chest.  ___ tubes  removed.. \n\n"
+            "1. No pneumothorax.  2. Heart size is normal.")
+  assert text.clean_report_mimic_cxr(report) == (
+      "findings pa and lateral views of the chest .  tubes removed . no pneumothorax . heart size is normal .")
+  # Applied R2Gen's number of times, not to a fixed point: 200 spaces halve six times, to 4.
+  assert text.clean_report_mimic_cxr("a" + " " * 200 + "b.") == "a    b ."
+  with pytest.raises(ValueError, match="mimic_cxr"):
+    text.clean_report("x", "chexpert")
+
+
+def test_cleaning_of_the_real_iu_xray_reports_equals_r2gens(r2gen_annotation):
+  from tests import torch_reference as ref
+  for split in r2gen_annotation.values():
+    for e in split:
+      assert text.clean_report_iu_xray(e["report"]) == ref.r2gen_clean_report_iu_xray(e["report"])
+      assert text.clean_report_mimic_cxr(e["report"]) == ref.r2gen_clean_report_mimic_cxr(e["report"])

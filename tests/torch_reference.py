@@ -10,6 +10,7 @@ jpg-jax's Flax modules so that ``jpg_jax.tools.convert_torch`` maps one to the o
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -802,3 +803,35 @@ class R2GenModel(nn.Module):
 
   def forward(self, images, seq):
     return self.encoder_decoder(self.att_feats(images), seq)
+
+
+# ------------------------------------------------------------------------------------------ R2Gen's report cleaning
+# modules/tokenizers.py of github.com/cuhksz-nlp/R2Gen, Tokenizer.clean_report_iu_xray and
+# Tokenizer.clean_report_mimic_cxr, as written there (only ``self`` dropped and the regex written as a raw
+# string: the same characters, without Python's invalid-escape warning).
+def r2gen_clean_report_iu_xray(report):
+    report_cleaner = lambda t: t.replace('..', '.').replace('..', '.').replace('..', '.').replace('1. ', '') \
+        .replace('. 2. ', '. ').replace('. 3. ', '. ').replace('. 4. ', '. ').replace('. 5. ', '. ') \
+        .replace(' 2. ', '. ').replace(' 3. ', '. ').replace(' 4. ', '. ').replace(' 5. ', '. ') \
+        .strip().lower().split('. ')
+    sent_cleaner = lambda t: re.sub(r'[.,?;*!%^&_+():-\[\]{}]', '', t.replace('"', '').replace('/', '').
+                                    replace('\\', '').replace("'", '').strip().lower())
+    tokens = [sent_cleaner(sent) for sent in report_cleaner(report) if sent_cleaner(sent) != []]
+    report = ' . '.join(tokens) + ' .'
+    return report
+
+
+def r2gen_clean_report_mimic_cxr(report):
+    report_cleaner = lambda t: t.replace('\n', ' ').replace('__', '_').replace('__', '_').replace('__', '_') \
+        .replace('__', '_').replace('__', '_').replace('__', '_').replace('__', '_').replace('  ', ' ') \
+        .replace('  ', ' ').replace('  ', ' ').replace('  ', ' ').replace('  ', ' ').replace('  ', ' ') \
+        .replace('..', '.').replace('..', '.').replace('..', '.').replace('..', '.').replace('..', '.') \
+        .replace('..', '.').replace('..', '.').replace('..', '.').replace('1. ', '').replace('. 2. ', '. ') \
+        .replace('. 3. ', '. ').replace('. 4. ', '. ').replace('. 5. ', '. ').replace(' 2. ', '. ') \
+        .replace(' 3. ', '. ').replace(' 4. ', '. ').replace(' 5. ', '. ') \
+        .strip().lower().split('. ')
+    sent_cleaner = lambda t: re.sub(r'[.,?;*!%^&_+():-\[\]{}]', '', t.replace('"', '').replace('/', '')
+                                    .replace('\\', '').replace("'", '').strip().lower())
+    tokens = [sent_cleaner(sent) for sent in report_cleaner(report) if sent_cleaner(sent) != []]
+    report = ' . '.join(tokens) + ' .'
+    return report

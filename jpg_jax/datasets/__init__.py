@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from jpg_jax.datasets.iu_xray import IuXray  # noqa: F401  (registers iu_xray)
+from jpg_jax.datasets.mimic_cxr import MimicCxr  # noqa: F401  (registers mimic_cxr)
 from jpg_jax.datasets.synthetic_cxr import SyntheticCxr  # noqa: F401  (registers synthetic_cxr)
 
 import tensorflow_datasets as tfds
 from etils import epath
 
 from jpg_jax import errors
+
+
+def _builder_class(name: str):
+  family = name.split("/")[0].split(":")[0]
+  try:
+    return tfds.builder_cls(family)
+  except Exception as e:   # TFDS raises DatasetNotFoundError (a subclass of several) for unknown names
+    raise errors.UserError(f"Unknown dataset {name!r} (dataset.name): jpg-jax builds iu_xray/*, mimic_cxr/* and "
+                           f"synthetic_cxr/* ({type(e).__name__}).") from None
+
+
+def views(name: str) -> tuple[str, ...]:
+  """The image features of one example of dataset ``name``, in the order the model reads them (its V):
+  ``('frontal', 'lateral')`` for iu_xray and synthetic_cxr, ``('image',)`` for mimic_cxr."""
+  return tuple(_builder_class(name).VIEWS)
+
+
+def report_cleaning(name: str) -> str:
+  """The R2Gen report cleaning of dataset ``name`` (``jpg_jax.text.clean_report``): 'iu_xray' or 'mimic_cxr'."""
+  return _builder_class(name).REPORT_CLEANING
 
 
 def get_builder(name: str, data_dir: str, **kwargs) -> tfds.core.DatasetBuilder:
@@ -27,10 +48,12 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, download: b
   builder = get_builder(name, data_dir, allow_download=download, **kwargs)
   if (manual_dir and not download and not builder.is_prepared() and builder.needs_manual_dir()
       and not epath.Path(manual_dir).is_dir()):
+    remedy = ("create it, point --config.dataset.manual_dir at it, or set --config.dataset.download=True"
+              if getattr(builder, "DOWNLOADABLE", True) else
+              "create it and put the files there, or point --config.dataset.manual_dir at it")
     raise errors.MissingFileError(
         f"The manual dir {manual_dir} (dataset.manual_dir) does not exist: {name} is built from the files "
-        f"there (data/README.md); create it, point --config.dataset.manual_dir at it, or set "
-        f"--config.dataset.download=True.")
+        f"there (data/README.md); {remedy}.")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None)
   return builder

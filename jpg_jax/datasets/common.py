@@ -1,7 +1,9 @@
 """What every jpg-jax dataset shares: the example features and grey-scale image handling.
 
-Each example is one report with its two views (frontal, lateral) as grey-scale PNG bytes. Builders write
-``array_record`` files so that they are read with ``tfds.data_source`` without TensorFlow.
+Each example is one report with its views as grey-scale PNG bytes: IU X-Ray and the synthetic sets have two
+(``VIEWS``: frontal, lateral), MIMIC-CXR as R2Gen reads it one (``("image",)``); a builder names its views
+in its class attribute ``VIEWS`` and the features carry one image per view (``report_features``). Builders
+write ``array_record`` files so that they are read with ``tfds.data_source`` without TensorFlow.
 
 Images become 8-bit grey-scale by one rule, the same in the builders and in ``--mode=predict``
 (``to_grey8``): 8-bit modes (L, RGB, palette, ...) through PIL's ``convert("L")``; 16-bit, 32-bit integer
@@ -34,13 +36,14 @@ class BadImageError(errors.InputError):
   """An image is missing or cannot be decoded; the message names the file (and the report)."""
 
 
-def report_features() -> tfds.features.FeaturesDict:
+def report_features(views: tuple[str, ...] = VIEWS) -> tfds.features.FeaturesDict:
+  """One report: its id, its patient, a grey-scale PNG per view, its text and its terms (``mesh``: MeSH
+  major terms for IU X-Ray; the labels a builder derives, for the others)."""
   image = tfds.features.Image(shape=(None, None, 1), encoding_format="png")
   return tfds.features.FeaturesDict({
       "id": tfds.features.Text(),
       "patient_id": tfds.features.Text(),
-      "frontal": image,
-      "lateral": image,
+      **{v: image for v in views},
       "findings": tfds.features.Text(),
       "impression": tfds.features.Text(),
       "indication": tfds.features.Text(),
@@ -110,12 +113,12 @@ def open_grey(source, what: str, max_side: int | None = None) -> Image.Image:
   return grey
 
 
-def read_grayscale_png(path, report_id: str) -> bytes:
-  """The file's PNG bytes, as a single-channel 8-bit PNG (``to_grey8``). Raises BadImageError naming file
-  and report."""
+def read_grayscale_png(path, report_id: str, max_side: int | None = None) -> bytes:
+  """The file's PNG bytes, as a single-channel 8-bit PNG (``to_grey8``), its longer side at most
+  ``max_side``. Raises BadImageError naming file and report."""
   what = f"Image {path} of report {report_id}"
   data = _read(path, what)
-  grey = open_grey(data, what)
-  if grey.format == "PNG":   # already an 8-bit grey PNG: its own bytes
-    return data
+  grey = open_grey(data, what, max_side)
+  if grey.format == "PNG" and grey.size == Image.open(io.BytesIO(data)).size:
+    return data   # already an 8-bit grey PNG, not reduced: its own bytes
   return encode_png(np.asarray(grey))

@@ -77,6 +77,8 @@ class IuXray(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
+  VIEWS = common.VIEWS
+  REPORT_CLEANING = "iu_xray"
   BUILDER_CONFIGS = _configs()
   MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
 

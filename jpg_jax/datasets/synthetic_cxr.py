@@ -46,6 +46,8 @@ class SyntheticCxr(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
+  VIEWS = common.VIEWS
+  REPORT_CLEANING = "iu_xray"
   BUILDER_CONFIGS = [
       SyntheticCxrConfig(name="templates", description="Template reports, no download."),
       SyntheticCxrConfig(name="iu_reports", description="Real IU X-Ray reports, rendered images.",

@@ -1,7 +1,10 @@
 """The whole JPG model (Eqs. 1-2, 12-13) and its ablations, as switches of one module.
 
-  images (B, 2, H, W, 3) --ResNet--> grids (B, 2, h, w, d_x)                         Sec. 3.2, Eq. 3
-  grids --shared subspace (visual path)--> r_x (B, 2, h, w, d_s)                    Eqs. 4, 6-10
+V is the number of views of an example (2 for IU X-Ray: frontal and lateral; 1 for MIMIC-CXR as R2Gen
+reads it); nothing in the model fixes it.
+
+  images (B, V, H, W, 3) --ResNet--> grids (B, V, h, w, d_x)                         Sec. 3.2, Eq. 3
+  grids --shared subspace (visual path)--> r_x (B, V, h, w, d_s)                    Eqs. 4, 6-10
   r_x --classification head + GRU--> label logits, label tokens c                   Sec. 3.4, Eq. 11
   [r_x patches ; subspace(textual path)(embed(c))] --encoder--> z                   Eq. 12
   subspace(textual path)(embed(report tokens)) + positions --decoder(z)--> logits    Eqs. 2, 5, 13
@@ -24,7 +27,7 @@ Switches (``configs/jpg.py`` names the ablations of Table 2):
   LayerNorm; CMN's memory (``cmm_size`` x d_model, ``cmm_top_k`` rows a head) answers the visual features
   after ``att_embed`` and the text features after their positions, each response added to its query, and
   CMN's encoder adds positions to its inputs. They combine with any other switch.
-* ``cached_features``: the model's image input is the extractor's output, patch grids (B, 2, h, w, d_x)
+* ``cached_features``: the model's image input is the extractor's output, patch grids (B, V, h, w, d_x)
   computed once by a frozen extractor (``extract``), and the ResNet is skipped. Sec. 3.2 lets the
   extractor be any pretrained CNN; with it frozen, its features can be cached (eval-time views: no
   augmentation) and only the rest is trained on them. Training builds this model for the stages whose
@@ -33,7 +36,7 @@ Switches (``configs/jpg.py`` names the ablations of Table 2):
 * ``extractor_batch``: ``'per_view'`` (default) runs the extractor once per view, as R2Gen's
   ``forward_iu_xray`` does, so that BatchNorm normalises each view over the batch (frontal and lateral
   images differ in their statistics) and the running statistics are updated once per view, in that order;
-  ``'joint'`` runs both views as one batch of 2B images (one set of statistics, one update).
+  ``'joint'`` runs the views as one batch of VB images (one set of statistics, one update).
 * ``train_label_source``: which labels the encoder reads in training: ``'predicted'`` (the GRU's greedy
   output, as at test time; Sec. 5.2 speaks of "predicted disease tags") or ``'ground_truth'`` (teacher
   forcing). At evaluation the encoder always reads predictions.

@@ -1,5 +1,5 @@
 """Context-aware disease prediction (JPG Sec. 3.4, Fig. 2 B, Fig. 3): a CNN classification head over the
-aligned visual grids of both views, whose output embedding initialises a GRU that emits label tokens.
+aligned visual grids of the views (V of them), whose output embedding initialises a GRU that emits label tokens.
 
 Heads (Fig. 3 compares them; the paper adopts GoogLeNet, Sec. 4.4), all with BatchNorm and dropout ("we
 additionally apply mini-batch normalization and random data dropout"):

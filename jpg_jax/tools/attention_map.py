@@ -1,10 +1,10 @@
 """Fig. 4 for a test example: the first decoder layer's cross-attention of each generated word over the
-2 x 49 patches, drawn over both views.
+V x 49 patches, drawn over each view.
 
   python -m jpg_jax.tools.attention_map --config=configs/jpg.py:synthetic --workdir=DIR \\
       --id=SYN2000003 --output=attention.png [--split=test]
 
-Reads the example's two views from the config's dataset, generates its report with the workdir's best
+Reads the example's views from the config's dataset, generates its report with the workdir's best
 stage-2 checkpoint (as ``--mode=predict`` does for image files) and writes the map and, beside it,
 ``prediction.json`` with the report, the ground truth and the labels.
 """
@@ -21,10 +21,10 @@ from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
+from jpg_jax import datasets
 from jpg_jax import input_pipeline as ip
 from jpg_jax import text
 from jpg_jax import inference
-from jpg_jax.datasets import common
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
@@ -38,13 +38,13 @@ def _str(x) -> str:
 
 
 def example_views(config, split: str, example_id: str):
-  """(frontal, lateral) grey-scale arrays and the cleaned ground-truth report of one example."""
+  """The example's views (grey-scale arrays, the dataset's order) and its cleaned ground-truth report."""
   source = ip.open_split(config.dataset.name, split, config.dataset.data_dir)
   for i in range(len(source)):
     ex = source[i]
     if _str(ex["id"]) == example_id:
-      views = [np.asarray(Image.open(io.BytesIO(ex[v])).convert("L")) for v in common.VIEWS]
-      return views, text.clean_report_iu_xray(_str(ex["findings"]))
+      views = [np.asarray(Image.open(io.BytesIO(ex[v])).convert("L")) for v in datasets.views(config.dataset.name)]
+      return views, text.clean_report(_str(ex["findings"]), datasets.report_cleaning(config.dataset.name))
   raise KeyError(f"No example {example_id!r} in the {split} split of {config.dataset.name}.")
 
 
