@@ -100,7 +100,7 @@ def test_builds_r2gens_split_with_one_image_and_the_reports_terms(mimic_dir, bui
   assert {k: v.num_examples for k, v in builder.info.splits.items()} == SIZES
   assert datasets.views("mimic_cxr/r2gen") == ("image",) and "frontal" not in builder.info.features
   assert builder.info.metadata["labeler"] == findings.LABELER_VERSION
-  assert builder.info.metadata["excluded"] == {} and builder.info.metadata["skipped"] == {}
+  assert builder.info.metadata["empty_reports"] == {} and builder.info.metadata["skipped"] == {}
   by_id = {e["id"]: e for s in annotation.values() for e in s}
   source = builder.as_data_source("train")
   for i in range(len(source)):
@@ -162,12 +162,13 @@ def test_bad_inputs_name_the_file_and_entry(mimic_dir, tmp_path):
     datasets.prepare("mimic_cxr/r2gen", str(tmp_path / "e"), str(broken))
 
 
-def test_empty_reports_are_excluded_and_counted():
+def test_empty_reports_are_kept_as_r2gen_keeps_them_and_counted():
   annotation = {s: [{"id": f"{s}{k}", "report": "" if k == 0 else "Clear.", "image_path": ["a.jpg"]}
                     for k in range(3)] for s in mimic_cxr.SPLITS}
-  splits, excluded = mimic_cxr.entries_by_split(annotation)
-  assert {s: len(v) for s, v in splits.items()} == {"train": 2, "val": 2, "test": 2}
-  assert excluded == {"empty_report": 3}
+  splits, empty = mimic_cxr.entries_by_split(annotation)
+  assert {s: len(v) for s, v in splits.items()} == {"train": 3, "val": 3, "test": 3}
+  assert empty == {"train": 1, "val": 1, "test": 1}
+  assert text.clean_report_mimic_cxr("") == " ."   # R2Gen's cleaning of an empty report
 
 
 def test_mimic_config_is_r2gens_run_mimic_cxr():
@@ -179,6 +180,11 @@ def test_mimic_config_is_r2gens_run_mimic_cxr():
   paper = jpg.get_config()
   assert c.model == paper.model and c.optim.learning_rate == paper.optim.learning_rate
   assert jpg.get_config("mimic,r2gen").model == jpg.get_config("r2gen").model
+  # CMN on MIMIC-CXR: R2GenCMN's train_mimic_cxr.sh (StepLR(3, 0.8), lr_ve 1e-4, lr_ed 5e-4).
+  cmn = jpg.get_config("mimic,cmn")
+  assert (cmn.optim.lr_step_epochs, cmn.optim.lr_gamma, cmn.optim.learning_rate,
+          cmn.optim.extractor_learning_rate, cmn.dataset.max_seq_length) == (3, 0.8, 5e-4, 1e-4, 100)
+  assert jpg.get_config("mimic,r2gen").optim.lr_step_epochs == 1
 
 
 def mimic_smoke_config(data_dir, manual_dir):
@@ -224,3 +230,14 @@ def test_a_mimic_run_trains_on_one_view_and_scores_chexpert(built, mimic_dir, tm
   table = main.run_stats(config)
   train_row = next(l for l in table.splitlines() if l.startswith("TRAIN")).split()
   assert train_row[1] == train_row[2] == str(SIZES["train"])
+
+
+def test_table2_gives_no_paper_row_to_a_mimic_run():
+  """The paper's Table 2 is IU X-Ray's: a MIMIC-CXR run named JPG is not set against it."""
+  from jpg_jax import results
+  metrics = {m: 0.1 for m in results.METRICS}
+  runs = [results.Run("JPG", "", metrics, [], {"dataset": {"name": name}})
+          for name in ("mimic_cxr/r2gen", "iu_xray/r2gen")]
+  assert results.paper_row(runs[0]) is None and results.paper_row(runs[1]) == results.PAPER_TABLE2["JPG"]
+  text_table = results.format_table2(results.table2(runs[:1], reference="none"))
+  assert "ours - paper" not in text_table and "ours" in text_table

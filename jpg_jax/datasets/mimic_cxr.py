@@ -19,7 +19,11 @@ Labels. MIMIC-CXR has no MeSH annotation, and JPG's labels (Sec. 3.4) are built 
 The builder writes, in the ``mesh`` feature, the CheXpert observations that ``jpg_jax.findings`` reads as
 POSITIVE in the report, as one-part terms (``Pleural Effusion``), with "No Finding" written ``normal``
 (the term of IU X-Ray's normal cases, which stage 1 and mining treat specially). Uncertain and negative
-mentions are not terms (CheXpert's "U-Zeros" reading). Stage 1's simple patterns are then the reports with
+mentions are not terms (CheXpert's "U-Zeros" reading). The labeler reads the report as written, whose
+``,`` and ``;`` end its negation scopes; the CheXpert CE scores of a run read the cleaned reports (the
+model writes cleaned text, and R2GenCMN's ``compute_ce.py`` labels what the model and the references
+decode to), where those marks are gone, so a report's terms and its CE reference can differ on a few
+reports ("no pneumothorax; small left pleural effusion"). Stage 1's simple patterns are then the reports with
 one observation; the mined labels are sequences of observations. ``info.metadata['labeler']`` records the
 labeler that wrote them (``findings.LABELER_VERSION``): a dataset built by an older labeler is rebuilt by
 deleting its folder.
@@ -29,13 +33,15 @@ Builder configs:
 * ``r2gen``: R2Gen's split; each image reduced at build time so that its longer side is at most
   ``max_side`` = 512 (JPEG draft decoding, then bilinear), which keeps the shorter side above the 256 that
   training resizes to for the radiographs' aspect ratios and the dataset near 100 GB instead of several
-  hundred. The one difference from R2Gen's pixels: two resizes (to 512, then to 256 or 224) instead of one.
+  hundred. The difference from R2Gen's pixels: the image reaches 256 or 224 through JPEG's DCT scaling and
+  PIL's ``thumbnail`` (a box reduction, then bilinear) to 512 first, where R2Gen resizes it once.
 * ``r2gen_full``: the images at their own size (``max_side`` = 0), R2Gen's pixels exactly.
 * ``r2gen_skip_bad``: as ``r2gen``, but a missing or undecodable image skips its example (counted in
   ``info.metadata['skipped']``) instead of stopping the build with ``BadImageError`` naming the file.
 
-An entry without ``image_path`` or ``report`` raises ``InputError`` naming the annotation, split and entry;
-an entry whose report is empty is excluded and counted in ``info.metadata['excluded']``.
+An entry without ``image_path`` or ``report`` raises ``InputError`` naming the annotation, split and entry.
+Every other entry is an example, as in R2Gen, whose splits this keeps to the entry: one with an empty report
+too (its cleaned report is ``' .'``; it is counted in ``info.metadata['empty_reports']``).
 """
 
 from __future__ import annotations
@@ -106,12 +112,12 @@ class MimicCxr(tfds.core.GeneratorBasedBuilder):
       raise errors.MissingFileError(f"The manual dir {manual} (dataset.manual_dir) does not exist: "
                                     f"mimic_cxr is built from R2Gen's files there.\n{_MANUAL}")
     annotation = read_annotation(manual / "annotation.json")
-    splits, excluded = entries_by_split(annotation, manual / "annotation.json")
+    splits, empty = entries_by_split(annotation, manual / "annotation.json")
     self._skipped = collections.Counter()
-    self.info.metadata.update(excluded=dict(excluded), skipped=self._skipped,
+    self.info.metadata.update(empty_reports=dict(empty), skipped=self._skipped,
                               labeler=findings.LABELER_VERSION)
-    logging.info("mimic_cxr/%s: %s; excluded %s", self.builder_config.name,
-                 {k: len(v) for k, v in splits.items()}, dict(excluded))
+    logging.info("mimic_cxr/%s: %s; empty reports (kept, as R2Gen) %s", self.builder_config.name,
+                 {k: len(v) for k, v in splits.items()}, dict(empty))
     return {s: self._generate_examples(items, manual / "images") for s, items in splits.items() if items}
 
   def _generate_examples(self, items, images: epath.Path):
@@ -150,8 +156,8 @@ def read_annotation(path: epath.Path) -> dict:
 
 
 def entries_by_split(annotation, path="annotation.json") -> tuple[dict[str, list[dict]], collections.Counter]:
-  """R2Gen's entries per split, checked; entries with an empty report are excluded and counted."""
-  splits, excluded = {}, collections.Counter()
+  """R2Gen's entries per split, checked, and the number of empty reports per split (kept, as R2Gen does)."""
+  splits, empty = {}, collections.Counter()
   for split in SPLITS:
     if not isinstance(annotation, dict) or not isinstance(annotation.get(split), list):
       raise errors.InputError(f"{path} has no {split!r} list of entries: is it R2Gen's MIMIC-CXR annotation.json?")
@@ -163,8 +169,7 @@ def entries_by_split(annotation, path="annotation.json") -> tuple[dict[str, list
         raise errors.InputError(f"{path}: entry {k} of {split!r} needs an 'id', a 'report' and a non-empty "
                                 f"'image_path' list, as R2Gen's MIMIC-CXR annotation has: {str(entry)[:200]}")
       if not entry["report"].strip():
-        excluded["empty_report"] += 1
-        continue
+        empty[split] += 1
       kept.append(entry)
     splits[split] = kept
-  return splits, excluded
+  return splits, empty
