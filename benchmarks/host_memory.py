@@ -10,7 +10,9 @@ stops as a preemption would (writing its checkpoint). The JSON line gives the pr
 of RSS samples taken every 0.2 s by a thread, and where that peak falls: the log message (jpg-jax's and
 absl's INFO lines, e.g. "Stage 1: ...", the progress line, "Test: ...") last written before it, and the
 highest sample between each two messages (``phases``, the five highest), so that a peak outside the
-train step can be placed. ``--remat=nothing_saveable`` (a ``model.remat`` policy)
+train step can be placed, with the memory held in ``jax.Array`` s (``jax.live_arrays()``) when the main
+thread wrote each message (``live_arrays_mib``: the five highest): what a phase holds beyond its program's
+own buffers. ``--remat=nothing_saveable`` (a ``model.remat`` policy)
 trains with the ResNet blocks and Transformer layers rematerialised; ``--cpu_scheduler`` is XLA:CPU's
 scheduler (``jpg_jax/cpu_scheduler.py``: 'concurrency', XLA's default and ``jpg_jax.main``'s, or
 'memory', for a third less memory).
@@ -28,6 +30,7 @@ import time
 
 import common  # noqa: F401  (sets sys.path)
 
+import jax
 import psutil
 
 from configs import jpg as jpg_config
@@ -43,8 +46,14 @@ def main():
   p.add_argument("--remat", default="", help="model.remat: a jax.checkpoint_policies name ('' off)")
   p.add_argument("--cpu_scheduler", default="concurrency", choices=cpu_scheduler.CHOICES,
                  help="XLA:CPU's scheduler, as jpg_jax.main's flag (default: the same, concurrency)")
+  p.add_argument("--return_freed", default="auto", choices=["auto", "on", "off"],
+                 help="the allocator returns freed buffers to the system (cpu_scheduler.return_freed_memory); "
+                      "auto: with --cpu_scheduler=memory, as jpg_jax.main")
   args = p.parse_args()
-  cpu_scheduler.use(args.cpu_scheduler)   # before JAX starts its backends
+  returned = {"auto": args.cpu_scheduler == "memory", "on": True, "off": False}[args.return_freed]
+  cpu_scheduler.use(args.cpu_scheduler, returned)   # before JAX starts its backends
+  jax.devices()   # start the backends now: the recorder below asks for live arrays at every log message, and
+                  # a message logged while the backends start would wait on their lock (a deadlock)
   tmp = tempfile.mkdtemp()
   c = jpg_config.get_config()
   c.unlock()
@@ -66,9 +75,12 @@ def main():
       time.sleep(0.2)
 
   messages = []   # (time, first 100 characters) of every log record at INFO and above
+  live = {}       # message index -> MiB of jax.Arrays alive when the main thread logged it
 
   class Recorder(logging.Handler):
     def emit(self, record):
+      if threading.current_thread() is threading.main_thread():
+        live[len(messages)] = sum(a.nbytes for a in jax.live_arrays()) / 2**20
       messages.append((record.created, record.getMessage()[:100]))
 
   recorder = Recorder(logging.INFO)
@@ -88,12 +100,14 @@ def main():
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB -> MiB on Linux
   common.emit({"benchmark": "host_memory", **common.machine(), "batch": args.batch, "image_size": 224,
                "resnet_depth": 101, "remat": args.remat,
-               "xla_flags": os.environ.get("XLA_FLAGS", ""), "wall_s": round(time.time() - start, 1),
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), "return_freed": returned,
+               "wall_s": round(time.time() - start, 1),
                "peak_rss_mib": round(peak, 1),
                "sampled_peak_rss_mib": round(max(r for _, r in samples) / 2**20, 1),
                "rss_at_exit_mib": round(proc.memory_info().rss / 2**20, 1),
                "peak_after_message": _message_before(messages, max(samples, key=lambda s: s[1])[0]),
-               "phases": _phases(messages, samples)[:5]})
+               "phases": _phases(messages, samples, live)[:5],
+               "live_arrays_mib": _live(messages, live)[:5]})
 
 
 def _message_before(messages, t):
@@ -101,8 +115,15 @@ def _message_before(messages, t):
   return before[-1] if before else "(start-up)"
 
 
-def _phases(messages, samples):
-  """The highest RSS sample (MiB) after each log message and before the next, highest first."""
+def _live(messages, live):
+  """The messages at which the most memory was held in jax.Arrays (MiB), highest first."""
+  rows = [{"at": messages[i][1], "live_arrays_mib": round(mib, 1)} for i, mib in live.items()]
+  return sorted(rows, key=lambda r: -r["live_arrays_mib"])
+
+
+def _phases(messages, samples, live):
+  """The highest RSS sample (MiB) after each log message and before the next, highest first, with the
+  jax.Arrays alive at that message."""
   bounds = [(0.0, "(start-up)")] + messages
   out = []
   for i, (start, message) in enumerate(bounds):
@@ -110,6 +131,7 @@ def _phases(messages, samples):
     inside = [rss for t, rss in samples if start <= t < end]
     if inside:
       out.append({"after": message, "peak_rss_mib": round(max(inside) / 2**20, 1),
+                  "live_arrays_mib": round(live[i - 1], 1) if i - 1 in live else None,
                   "seconds": round(min(end, samples[-1][0]) - max(start, samples[0][0]), 1)})
   return sorted(out, key=lambda p: -p["peak_rss_mib"])
 

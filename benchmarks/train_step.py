@@ -161,12 +161,17 @@ def main():
   p.add_argument("--remat", default="", help="model.remat: a jax.checkpoint_policies name ('' off)")
   p.add_argument("--cpu_scheduler", default="concurrency", choices=cpu_scheduler.CHOICES,
                  help="XLA:CPU's scheduler, as jpg_jax.main's flag (default: the same, concurrency)")
+  p.add_argument("--return_freed", default="auto", choices=["auto", "on", "off"],
+                 help="the allocator returns freed buffers to the system (cpu_scheduler.return_freed_memory); "
+                      "auto: with --cpu_scheduler=memory, as jpg_jax.main")
   args = p.parse_args()
-  cpu_scheduler.use(args.cpu_scheduler)   # before JAX starts its backends
+  returned = {"auto": args.cpu_scheduler == "memory", "on": True, "off": False}[args.return_freed]
+  cpu_scheduler.use(args.cpu_scheduler, returned)   # before JAX starts its backends
 
   record = {"benchmark": "train_step", **common.machine(), "batch": args.batch, "views": VIEWS,
             "image_size": args.image_size, "resnet_depth": args.depth, "dtype": args.dtype,
-            "runs": args.runs, "remat": args.remat, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "runs": args.runs, "remat": args.remat, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "return_freed": returned}
   peak = common.matmul_peak_flops(args.dtype)
   record["matmul_peak_tflops"] = round(peak / 1e12, 3)
   if args.framework in ("both", "jax"):

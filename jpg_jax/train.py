@@ -10,7 +10,10 @@
    ``train.stage1_select_metric`` (the GRU's pattern macro-F1, which "always normal" cannot win);
 3. mining: the best stage-1 model labels every training report; the ``num_mined`` (57) most frequent
    generated labels that agree with their report's terms become the context-aware label set
-   (``DIR/labels/mined.txt`` with counts; ``jpg_jax/mining.py``);
+   (``DIR/labels/mined.txt`` with counts; ``jpg_jax/mining.py``). Stages 1-3 run in
+   ``stage1_and_mining``, which hands stage 2 only the labels and stage 1's parameters and statistics:
+   stage 1's optimiser state, compiled step and evaluators are freed before stage 2, whose step is the
+   run's peak of memory;
 4. stage 2 ("re-training on context-aware labels" + report generation, jointly): every parameter,
    initialised from stage 1 (the extractor held fixed with ``train.stage2_extractor='frozen'``);
    selection on validation BLEU-4 only (R2Gen selects with the test set in view; we do not);
@@ -34,6 +37,7 @@ the workdir guard), ``evaluators/`` and ``inference.py`` (test results, evaluate
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 from typing import Callable, Sequence
 
@@ -49,6 +53,7 @@ from jpg_jax import errors
 from jpg_jax import feature_cache
 from jpg_jax import inference
 from jpg_jax import input_pipeline as ip
+from jpg_jax import labels as labels_lib
 from jpg_jax import metric_writers
 from jpg_jax import mining
 from jpg_jax import parallel
@@ -213,59 +218,23 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
   train_index = data.index["train"]
 
   # ---------------------------------------------------------------- stage 1 + mining
-  label_set, assigned, stage1_state, mined, stage1_test = None, None, None, None, None
-  stage1_grids = None   # the data as patch grids of stage 1's extractor, where stage 2 keeps it frozen
-  if config.model.use_labeler:
-    patterns, kept, assigned1 = mining.stage1_labels(config, train_index)
-    if lead:
-      (workdir / "labels").mkdir(parents=True, exist_ok=True)
-      patterns.save(workdir / "labels" / "stage1_patterns.json")
-    normals = tuple(mining.normal_cases(train_index, kept, config.labels.pattern_depth))
-    epoch1 = ip.epoch_size(kept, normals, config.labels.normal_keep)
-    logging.info("Stage 1: %d reports, %d of them normal, kept at %.2f an epoch: %d reports an epoch.",
-                 len(kept), len(normals), config.labels.normal_keep, epoch1)
-    model1 = steps.create_model(config, data.vocab, patterns, stage=1)
-    per_epoch1 = max(epoch1 // t.batch_size, 1)
-    optimizer1, lr1 = steps.make_optimizer(config, steps.param_shapes(model1, config), per_epoch1, 1)
-    state = with_pretrained_extractor(steps.create_train_state(model1, optimizer1, config, config.seed, mesh),
-                                      config, mesh)
-    run1, data1 = stage_inputs(config, 1, model1, state, data, mesh, workdir)
-    evaluator1 = label_eval.LabelEvaluator(config, run1, data1, patterns, mesh)
-    stage1 = build_stage(
-        1, config, workdir, mesh, run1, data1, mining.targets(config, data.vocab, patterns, assigned1),
-        optimizer1, lr1, steps_per_epoch=per_epoch1, epochs=t.stage1_epochs, evaluate=evaluator1.run,
-        select_metric=t.stage1_select_metric, meta=dict(meta, stage=1, label_set=json.loads(patterns.to_json())),
-        indices=kept, droppable=normals, keep=config.labels.normal_keep)
-    stage1_state, _ = run_stage(stage1, state, **loop)
-    # The selected stage-1 model on the test split (selection stays on validation): results' stage1_test.
-    stage1_test = evaluator1.run(steps.variables_of(stage1_state), "test")
-    logging.info("Stage 1 on the test split: pattern macro-F1 %.3f, micro-F1 %.3f.",
-                 stage1_test["pattern_macro_f1"], stage1_test["pattern_micro_f1"])
-
-    # Mining: the stage-1 model labels every training report. Where stage 2 reads stage 1's frozen extractor
-    # from a feature cache, the grids are computed (and cached) now, mining reads them and stage 2 trains on
-    # them: the ResNet runs once over each split.
-    miner = evaluator1
-    if steps.reads_features(config, 2) and not steps.reads_features(config, 1):
-      grids_model, stage1_grids = stage_inputs(config, 2, model1, stage1_state, data, mesh, workdir)
-      miner = label_eval.LabelEvaluator(config, grids_model, stage1_grids, patterns, mesh)
-    generated = miner.generate(steps.variables_of(stage1_state), "train")
-    label_set, assigned, mined = mining.mine(config, train_index, generated, patterns)
-    if lead:
-      mining.write_mined(workdir / "labels", label_set, mined)
-    logging.info("Mined %d context-aware labels:\n%s", len(label_set), label_set.describe())
-    if "warning" in mined:
-      logging.warning("%s", mined["warning"])
+  # In a function of its own, so that what only stage 1 needs (its optimiser state, its compiled step and
+  # evaluators) is freed before stage 2 starts: the peak of a run is stage 2's step (README, Performance).
+  first = stage1_and_mining(config, workdir, data, mesh, loop, meta) if config.model.use_labeler else None
+  gc.collect()   # Flax modules and jitted closures hold reference cycles
+  label_set, assigned = (first.label_set, first.assigned) if first else (None, None)
+  stage1_grids = first.grids if first else None
 
   # ---------------------------------------------------------------- stage 2
   model2 = steps.create_model(config, data.vocab, label_set, stage=2)
   per_epoch2 = max(len(train_index) // t.batch_size, 1)
   optimizer2, lr2 = steps.make_optimizer(config, steps.param_shapes(model2, config), per_epoch2, 2)
   state = steps.create_train_state(model2, optimizer2, config, config.seed + 1, mesh)
-  if stage1_state is None:
+  if first is None:
     state = with_pretrained_extractor(state, config, mesh)
   else:
-    state = mining.carry_over(state, stage1_state, optimizer2, mesh)
+    state = mining.carry_over(state, first.variables, optimizer2, mesh)
+    first.variables = {}   # stage 2's state holds what it takes of them (its first step donates them)
   # The state (and so every checkpoint) holds the whole model, the extractor too, whatever the stage
   # runs on: a stage-2 checkpoint evaluates and predicts from images.
   run2, data2 = ((model2.clone(cached_features=True), stage1_grids) if stage1_grids is not None
@@ -283,12 +252,72 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
   test = report_eval.ReportEvaluator(config, run2, data2, "test", label_set, mesh, with_meteor=True,
                                      predict=evaluator2.predict)
   extra = {"extractor": extractor_source(config)}
-  if mined is not None:
-    extra.update(mining=mined, stage1_test=stage1_test)
+  if first is not None:
+    extra.update(mining=first.mined, stage1_test=first.test)
   metrics = inference.write_test_results(config, workdir / "results", test, steps.variables_of(best_state),
                                          best_step, train_index, writer, extra)
   writer.close()
   return metrics
+
+
+@dataclasses.dataclass
+class Stage1Outcome:
+  """What stage 1 and mining hand to stage 2: the mined labels and each training report's, stage 1's
+  selected model (parameters and statistics, without its optimiser state), its test scores, and the data
+  as stage 1's patch grids where stage 2 reads them (``steps.reads_features``)."""
+  label_set: labels_lib.LabelSet
+  assigned: dict
+  mined: dict
+  test: dict
+  variables: dict
+  grids: ip.Data | None
+
+
+def stage1_and_mining(config, workdir: epath.Path, data: ip.Data, mesh, loop: dict, meta: dict) -> Stage1Outcome:
+  """Stage 1 (single labels), its test, and the mining of context-aware labels (module docstring)."""
+  t, lead = config.train, jax.process_index() == 0
+  train_index = data.index["train"]
+  patterns, kept, assigned1 = mining.stage1_labels(config, train_index)
+  if lead:
+    (workdir / "labels").mkdir(parents=True, exist_ok=True)
+    patterns.save(workdir / "labels" / "stage1_patterns.json")
+  normals = tuple(mining.normal_cases(train_index, kept, config.labels.pattern_depth))
+  epoch1 = ip.epoch_size(kept, normals, config.labels.normal_keep)
+  logging.info("Stage 1: %d reports, %d of them normal, kept at %.2f an epoch: %d reports an epoch.",
+               len(kept), len(normals), config.labels.normal_keep, epoch1)
+  model1 = steps.create_model(config, data.vocab, patterns, stage=1)
+  per_epoch1 = max(epoch1 // t.batch_size, 1)
+  optimizer1, lr1 = steps.make_optimizer(config, steps.param_shapes(model1, config), per_epoch1, 1)
+  state = with_pretrained_extractor(steps.create_train_state(model1, optimizer1, config, config.seed, mesh),
+                                    config, mesh)
+  run1, data1 = stage_inputs(config, 1, model1, state, data, mesh, workdir)
+  evaluator1 = label_eval.LabelEvaluator(config, run1, data1, patterns, mesh)
+  stage1 = build_stage(
+      1, config, workdir, mesh, run1, data1, mining.targets(config, data.vocab, patterns, assigned1),
+      optimizer1, lr1, steps_per_epoch=per_epoch1, epochs=t.stage1_epochs, evaluate=evaluator1.run,
+      select_metric=t.stage1_select_metric, meta=dict(meta, stage=1, label_set=json.loads(patterns.to_json())),
+      indices=kept, droppable=normals, keep=config.labels.normal_keep)
+  stage1_state, _ = run_stage(stage1, state, **loop)
+  # The selected stage-1 model on the test split (selection stays on validation): results' stage1_test.
+  stage1_test = evaluator1.run(steps.variables_of(stage1_state), "test")
+  logging.info("Stage 1 on the test split: pattern macro-F1 %.3f, micro-F1 %.3f.",
+               stage1_test["pattern_macro_f1"], stage1_test["pattern_micro_f1"])
+
+  # Mining: the stage-1 model labels every training report. Where stage 2 reads stage 1's frozen extractor
+  # from a feature cache, the grids are computed (and cached) now, mining reads them and stage 2 trains on
+  # them: the ResNet runs once over each split.
+  miner, stage1_grids = evaluator1, None
+  if steps.reads_features(config, 2) and not steps.reads_features(config, 1):
+    grids_model, stage1_grids = stage_inputs(config, 2, model1, stage1_state, data, mesh, workdir)
+    miner = label_eval.LabelEvaluator(config, grids_model, stage1_grids, patterns, mesh)
+  generated = miner.generate(steps.variables_of(stage1_state), "train")
+  label_set, assigned, mined = mining.mine(config, train_index, generated, patterns)
+  if lead:
+    mining.write_mined(workdir / "labels", label_set, mined)
+  logging.info("Mined %d context-aware labels:\n%s", len(label_set), label_set.describe())
+  if "warning" in mined:
+    logging.warning("%s", mined["warning"])
+  return Stage1Outcome(label_set, assigned, mined, stage1_test, steps.variables_of(stage1_state), stage1_grids)
 
 
 def with_pretrained_extractor(state: dict, config, mesh) -> dict:
