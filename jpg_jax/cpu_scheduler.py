@@ -4,10 +4,11 @@ XLA's CPU backend schedules a program's operations, by default, to run independe
 (``--xla_cpu_enable_concurrency_optimized_scheduler``, on): the backward pass's work starts early and its
 buffers live long. Off, the scheduler orders for memory. Measured on the paper's train step (README,
 Performance): XLA's buffers for the step fall from 6.43 to 4.37 GiB, and the step took 27% longer on
-one 2-core host (29.0 -> 36.8 s) and no longer on a faster one (13.3 -> 12.1 s). Same operations, same numbers: only their order changes. So 'concurrency' (XLA's
-own default) is the default, and 'memory' is for a CPU run that does not fit; ``jax.checkpoint``
-(``model.remat``) saves memory on CPU only with it (under the concurrency scheduler the recomputation is
-also run early, and the step needs more memory, not less).
+one 2-core host (29.0 -> 36.8 s) and no longer on a faster one (13.3 -> 12.1 s). Same operations, same
+numbers: only their order changes. So 'concurrency' (XLA's own default) is the default, and 'memory' is
+for a CPU run that does not fit; ``jax.checkpoint`` (``model.remat``) saves memory on CPU only with it
+(under the concurrency scheduler the recomputation is also run early, and the step needs more memory,
+not less).
 
 The choice is an XLA flag, read when JAX starts its backends: ``use`` must run before the first
 computation (``jpg_jax.main`` calls it first thing). An ``XLA_FLAGS`` that already sets the option wins.

@@ -29,13 +29,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
-import logging
 from typing import Mapping, Sequence
 
 import grain
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from jax.experimental import multihost_utils
 from PIL import Image
 

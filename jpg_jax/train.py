@@ -10,7 +10,7 @@
    ``train.stage1_select_metric`` (the GRU's pattern macro-F1, which "always normal" cannot win);
 3. mining: the best stage-1 model labels every training report; the ``num_mined`` (57) most frequent
    generated labels that agree with their report's terms become the context-aware label set
-   (``DIR/labels/mined.txt`` with counts; ``jpg_jax/mining.py``). Stages 1-3 run in
+   (``DIR/labels/mined.txt`` with counts; ``jpg_jax/mining.py``). Items 2 and 3 run in
    ``stage1_and_mining``, which hands stage 2 only the labels and stage 1's parameters and statistics:
    stage 1's optimiser state, compiled step and evaluators are freed before stage 2, whose step is the
    run's peak of memory;

@@ -119,10 +119,11 @@ def test_large_images_are_reduced_while_decoding(tmp_path, fmt):
 
 def test_predict_wants_one_image_per_view():
   for paths in (["a.png"], ["a.png", "b.png", "c.png"]):
-    with pytest.raises(errors.InputError, match=fr"--images needs 2 file\(s\).*\(frontal, lateral\); got {len(paths)}") as e:
+    expected = fr"--images needs 2 file\(s\).*\(frontal, lateral\); got {len(paths)}"
+    with pytest.raises(errors.InputError, match=expected) as e:
       inference.predict(_config(), "/nonexistent", paths)
     _one_line(e.value)
-  # MIMIC-CXR as R2Gen reads it: one image a study.
+  # MIMIC-CXR as R2Gen reads it: one image an example.
   with pytest.raises(errors.InputError, match=r"--images needs 1 file\(s\).*mimic_cxr/r2gen \(image\); got 2"):
     inference.predict(_config("mimic"), "/nonexistent", ["a.png", "b.png"])
 

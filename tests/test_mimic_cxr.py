@@ -241,3 +241,14 @@ def test_table2_gives_no_paper_row_to_a_mimic_run():
   assert results.paper_row(runs[0]) is None and results.paper_row(runs[1]) == results.PAPER_TABLE2["JPG"]
   text_table = results.format_table2(results.table2(runs[:1], reference="none"))
   assert "ours - paper" not in text_table and "ours" in text_table
+
+
+def test_a_dataset_labelled_by_another_labeler_is_named(built, mimic_dir, monkeypatch, caplog):
+  data_dir, _ = built
+  manual, _, _ = mimic_dir
+  config = mimic_smoke_config(data_dir, manual)
+  ip.load_data(config)
+  assert "findings labeler" not in caplog.text
+  monkeypatch.setattr(findings, "LABELER_VERSION", "0123456789ab")
+  ip.load_data(config)
+  assert "written by findings labeler" in caplog.text and "Delete" in caplog.text
