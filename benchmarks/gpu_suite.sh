@@ -18,4 +18,6 @@ bench decode_f32 100 benchmarks/decode.py --runs 5
 bench train_step_f32_remat 170 benchmarks/train_step.py --runs 10 --warmup 2 --remat nothing_saveable
 bench train_step_bf16 200 benchmarks/train_step.py --dtype bfloat16 --extractor all --runs 10 --warmup 2
 bench decode_bf16 80 benchmarks/decode.py --dtype bfloat16 --runs 5
+bench decode_r2gen 80 benchmarks/decode.py --framework jax --variant r2gen --runs 5   # Table 2's baselines
+bench decode_cmn 80 benchmarks/decode.py --framework jax --variant cmn --runs 5
 bench compile_time 300 benchmarks/compile_time.py   # the paper's programs, cold and from the compilation cache
