@@ -339,11 +339,12 @@ def applies_to(dataset_name: str) -> bool:
   return dataset_name.startswith(REAL_REPORT_DATASETS)
 
 
-def ce_scores(generated: Sequence[str], references: Sequence[str]) -> dict:
-  """Clinical efficacy as the MIMIC-CXR papers compute it (R2GenCMN's ``compute_ce.py``): each report's
-  positive observations (uncertain counts as absent), generated against reference, precision, recall and
-  F1, micro and macro over the 14 labels (an observation no report has scores 0 in the macro average)."""
-  result = agreement([positives(g) for g in generated], [positives(r) for r in references])
+def ce_scores(generated: Sequence[frozenset], references: Sequence[frozenset]) -> dict:
+  """Clinical efficacy as the MIMIC-CXR papers compute it (R2GenCMN's ``compute_ce.py``) from each report's
+  positive observations (``positives``: uncertain counts as absent), generated against reference:
+  precision, recall and F1, micro and macro over the 14 labels (an observation no report has scores 0 in
+  the macro average)."""
+  result = agreement(generated, references)
   out = {f"{avg}_{k}": result[avg][k] for avg in ("micro", "macro") for k in ("precision", "recall", "f1")}
   out["per_observation"] = result["per_observation"]
   return out

@@ -131,11 +131,12 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
       target["clinical"] = dict(clinical.report_scores(predictions, mesh),
                                 **evaluate_lib.output_statistics(predictions))
   if findings.applies_to(config.dataset.name):     # real reports: CheXpert's labels read by our labeler
-    for row in rows:
-      row["chexpert_reference"] = sorted(findings.positives(row["reference"]))
-      row["chexpert_generated"] = sorted(findings.positives(row["prediction"]))
-    metrics["chexpert"] = findings.ce_scores([r["prediction"] for r in rows], references)
-    baseline["chexpert"] = findings.ce_scores([baseline["report"]] * len(rows), references)
+    truth = [findings.positives(r["reference"]) for r in rows]      # each report labelled once
+    stated = [findings.positives(r["prediction"]) for r in rows]
+    for row, t, g in zip(rows, truth, stated):
+      row["chexpert_reference"], row["chexpert_generated"] = sorted(t), sorted(g)
+    metrics["chexpert"] = findings.ce_scores(stated, truth)
+    baseline["chexpert"] = findings.ce_scores([findings.positives(baseline["report"])] * len(rows), truth)
   metrics.update(baseline_most_frequent=baseline, checkpoint_step=int(step), num_reports=len(rows),
                  decode_policy=config.decode.policy)
   metrics.update(extra or {})

@@ -157,6 +157,9 @@ def test_bad_inputs_name_the_file_and_entry(mimic_dir, tmp_path):
     datasets.prepare("mimic_cxr/r2gen", str(tmp_path / "c"), str(broken))
   with pytest.raises(errors.MissingFileError, match="does not exist.*put the files there"):
     datasets.prepare("mimic_cxr/r2gen", str(tmp_path / "d"), str(tmp_path / "nowhere"))
+  (broken / "annotation.json").write_text("{\"train\": [")
+  with pytest.raises(errors.InputError, match="annotation.json is not valid JSON"):
+    datasets.prepare("mimic_cxr/r2gen", str(tmp_path / "f"), str(broken))
   (broken / "annotation.json").unlink()
   with pytest.raises(errors.MissingFileError, match="annotation.json is missing"):
     datasets.prepare("mimic_cxr/r2gen", str(tmp_path / "e"), str(broken))

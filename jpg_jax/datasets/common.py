@@ -18,6 +18,7 @@ a prediction about what a normal one does.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 
 import numpy as np
@@ -49,6 +50,14 @@ def report_features(views: tuple[str, ...] = VIEWS) -> tfds.features.FeaturesDic
       "indication": tfds.features.Text(),
       "mesh": tfds.features.Sequence(tfds.features.Text()),
   })
+
+
+def read_r2gen_annotation(path: epath.Path) -> dict:
+  """R2Gen's ``annotation.json`` at ``path``, parsed; not valid JSON raises ``InputError`` naming it."""
+  try:
+    return json.loads(epath.Path(path).read_text())
+  except ValueError as e:
+    raise errors.InputError(f"{path} is not valid JSON ({e}); use R2Gen's annotation.json.") from None
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import tarfile
 
@@ -216,11 +215,7 @@ def make_splits(cfg: IuXrayConfig, reports: dict[str, openi.Report], manual: epa
   """{split: [(example id, Report)]} and the exclusion counts, for either split source."""
   if cfg.split_source == "r2gen":
     path = find_annotation(manual)
-    try:
-      annotation = json.loads(path.read_text())
-    except ValueError as e:
-      raise errors.InputError(f"{path} is not valid JSON ({e}); use R2Gen's annotation.json.") from None
-    return r2gen_splits(annotation, reports, path)
+    return r2gen_splits(common.read_r2gen_annotation(path), reports, path)
   if cfg.split_source == "paper":
     return paper_splits(reports, cfg.split_seed)
   raise ValueError(f"Unknown split_source {cfg.split_source!r}.")
