@@ -4,22 +4,24 @@ the parameters stage 2 takes over from stage 1.
 Stage 1 ("mining and pre-training on single labels") learns the reports whose MeSH terms reduce to one of
 the simple patterns: the head's classes are the patterns, the GRU's target is the report's most specific
 term of that pattern (its context: ``calcified_granuloma lung upper_lobe right``). Normal cases dominate
-(73% of R2Gen's stage-1 reports), so each epoch keeps only ``labels.normal_keep`` of them, drawn anew
-("random data dropout ... to alleviate result deviation caused by an unbalanced distribution between
-normal and pathological cases").
+(73% of R2Gen's stage-1 reports); the paper regularises with BatchNorm and dropout ("random data dropout
+(Hinton et al., 2012)"), and ``:tuned`` also keeps only ``labels.normal_keep`` of them an epoch, drawn anew.
 
-Mining: the stage-1 model labels every training report. The paper mines *context* for the primary disease
-labels and re-trains on "57 context-aware labeled cases", so a generated label counts only where it agrees
-with the report's own terms (``labels.agrees``: the same primary disease, context that is one of its
-terms'); the ``num_mined`` most frequent agreeing labels become stage 2's label set. A model that has
-learnt nothing generates labels that agree with few reports and yields few labels; ``min_mined`` makes
-that loud.
+Mining (``labels.mining``): the stage-1 model labels every training report (its GRU's greedy output), and
+the ``num_mined`` most frequent generated labels become stage 2's label set:
 
-Stage 2's GRU target of a training report is its generated label where that label agrees with the report
-and was mined; otherwise its ground-truth label: the most specific mined label its terms match, else the
-most specific stage-1 pattern, else none. A generated label that contradicts a report's terms is never
-its target, and the head's multi-hot target is always the report's own terms
-(``input_pipeline.Targets``), so training and evaluation truth are one thing.
+* ``paper`` (Sec. 3.4, the default): the most frequent unique outputs, whatever they say; stage 2 re-trains
+  on "57 context-aware labeled cases": a training report's GRU target is its generated label where that
+  label was mined, and it has none otherwise (no GRU loss);
+* ``agreeing`` (``:tuned``, ours): a generated label counts only where it agrees with the report's own
+  terms (``labels.agrees``: the same primary disease, context that is one of its terms'); a report's
+  target is its generated label where that agrees and was mined, otherwise its ground-truth label: the
+  most specific mined label its terms match, else the most specific stage-1 pattern, else none. A
+  generated label that contradicts a report's terms is never its target.
+
+A model that has learnt nothing generates few distinct labels (few agreeing ones), and ``min_mined`` makes
+that loud. In both, the head's multi-hot target is the report's own terms (``input_pipeline.Targets``), so
+training and evaluation truth are one thing.
 """
 
 from __future__ import annotations
@@ -78,26 +80,31 @@ def normal_cases(index: ip.SplitIndex, indices: Sequence[int], depth: int) -> li
 
 
 # ============================================================================================ mining
+MININGS = ("paper", "agreeing")
+
+
 def mine_labels(generated: Mapping[str, Label], terms: Mapping[str, Sequence[str]], num_mined: int,
-                patterns: labels_lib.LabelSet) -> labels_lib.LabelSet:
-  """The ``num_mined`` most frequent generated labels among those that agree with their report's terms
-  (ties alphabetical), with the GRU's token vocabulary of stage 1 (so that it carries over)."""
+                patterns: labels_lib.LabelSet, mining: str = "paper") -> labels_lib.LabelSet:
+  """The ``num_mined`` most frequent generated labels (``agreeing``: among those that agree with their
+  report's terms), ties alphabetical, with the GRU's token vocabulary of stage 1 (so that it carries over)."""
+  if mining not in MININGS:
+    raise ValueError(f"Unknown labels.mining {mining!r}; choose from {MININGS}.")
   counts = collections.Counter(seq for rid, seq in generated.items()
-                               if seq and labels_lib.agrees(seq, terms[rid]))
+                               if seq and (mining == "paper" or labels_lib.agrees(seq, terms[rid])))
   ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:num_mined]
   return labels_lib.LabelSet([l for l, _ in ranked], dict(ranked), patterns.tokens)
 
 
 def stage2_assigned(index: ip.SplitIndex, generated: Mapping[str, Label], label_set: labels_lib.LabelSet,
-                    patterns: labels_lib.LabelSet) -> dict[str, Label]:
+                    patterns: labels_lib.LabelSet, mining: str = "paper") -> dict[str, Label]:
   """Each training report's GRU target in stage 2 (see the module docstring); reports without one are
   left out (no GRU loss)."""
   assigned = {}
   for rid, terms in zip(index.ids, index.mesh):
     g = generated.get(rid)
-    if g and g in label_set.index and labels_lib.agrees(g, terms):
+    if g and g in label_set.index and (mining == "paper" or labels_lib.agrees(g, terms)):
       assigned[rid] = g
-    else:
+    elif mining == "agreeing":
       truth = label_set.most_specific(terms) or patterns.most_specific(terms)
       if truth:
         assigned[rid] = truth
@@ -109,8 +116,12 @@ def mining_summary(generated: Mapping[str, Label], terms: Mapping[str, Sequence[
   """What mining found, for the log and ``results/``: how many generated labels agree with their
   reports, how many labels were mined, and a warning when fewer than ``min_mined``."""
   agreeing = sum(1 for rid, seq in generated.items() if seq and labels_lib.agrees(seq, terms[rid]))
+  mined_agreeing = sum(1 for rid, seq in generated.items()
+                       if seq in label_set.index and labels_lib.agrees(seq, terms[rid]))
   summary = {"generated": len(generated), "agreeing": agreeing,
-             "distinct_generated": len({s for s in generated.values() if s}), "mined": len(label_set)}
+             "distinct_generated": len({s for s in generated.values() if s}), "mined": len(label_set),
+             "mined_cases": sum(1 for seq in generated.values() if seq in label_set.index),
+             "mined_cases_agreeing": mined_agreeing}
   if len(label_set) < min_mined:
     summary["warning"] = (
         f"mining yielded {len(label_set)} context-aware labels, fewer than labels.min_mined={min_mined}: "
@@ -124,13 +135,14 @@ def mine(config, index: ip.SplitIndex, generated: Mapping[str, Label], patterns:
   """Mining as a whole, from the stage-1 model's generated label of every training report: (stage 2's
   label set, its GRU targets, the summary). With no agreeing label at all, stage 2 learns the stage-1
   patterns instead (and the summary says so)."""
-  terms = dict(zip(index.ids, index.mesh))
-  label_set = mine_labels(generated, terms, config.labels.num_mined, patterns)
+  terms, how = dict(zip(index.ids, index.mesh)), config.labels.mining
+  label_set = mine_labels(generated, terms, config.labels.num_mined, patterns, how)
   summary = mining_summary(generated, terms, label_set, config.labels.min_mined)
+  summary["mining"] = how
   if not len(label_set):
     label_set = patterns
     summary["warning"] += " No label was mined: stage 2's label set is the stage-1 patterns."
-  return label_set, stage2_assigned(index, generated, label_set, patterns), summary
+  return label_set, stage2_assigned(index, generated, label_set, patterns, how), summary
 
 
 def write_mined(directory: epath.Path, label_set: labels_lib.LabelSet, summary: dict) -> None:
@@ -138,8 +150,9 @@ def write_mined(directory: epath.Path, label_set: labels_lib.LabelSet, summary: 
   directory.mkdir(parents=True, exist_ok=True)
   label_set.save(directory / "mined.json")
   (directory / "mined.txt").write_text(
-      f"# {len(label_set)} context-aware labels mined from {summary['generated']} training reports, "
-      f"{summary['agreeing']} of whose generated labels agree with their MeSH terms (count, label)\n"
+      f"# {len(label_set)} context-aware labels mined ({summary.get('mining', 'agreeing')}) from "
+      f"{summary['generated']} training reports, {summary['agreeing']} of whose generated labels agree with "
+      f"their MeSH terms (count, label)\n"
       + label_set.describe() + "\n")
 
 

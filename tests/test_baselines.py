@@ -128,7 +128,10 @@ def test_configs_are_base_plus_the_memory(variant):
   assert c.model.relational_memory == (variant == "r2gen")
   assert c.model.cross_modal_memory == c.model.visual_positions == (variant == "cmn")
   if variant == "r2gen":
-    assert c.optim.to_dict() == base.optim.to_dict()   # R2Gen's optimiser is the paper config's
+    # R2Gen's optimiser is the paper config's but for its own lr_ve (5e-5; the paper states one lr, 1e-4).
+    assert c.optim.extractor_learning_rate == 5e-5
+    assert {**c.optim.to_dict(), "extractor_learning_rate": None} == {**base.optim.to_dict(),
+                                                                        "extractor_learning_rate": None}
   else:   # R2GenCMN's train_iu_xray.sh and main_train.py
     assert (c.optim.learning_rate, c.optim.extractor_learning_rate, c.optim.lr_step_epochs, c.optim.lr_gamma,
             c.optim.b2, c.optim.eps, c.optim.grad_clip_value) == (5e-4, 1e-4, 10, 0.8, 0.98, 1e-9, 0.0)

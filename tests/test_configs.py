@@ -4,12 +4,29 @@ from configs import jpg
 from jpg_jax import main
 
 
-def test_paper_settings():
-  c = jpg.get_config()
-  assert c.dataset.name == "iu_xray/r2gen" and c.dataset.max_seq_length == 60
-  assert (c.model.resnet_depth, c.model.d_model, c.model.num_heads, c.model.num_layers) == (101, 512, 8, 3)
-  assert (c.model.num_bases, c.model.head, c.model.label_steps) == (2048, "googlenet", 5)
-  assert (c.labels.num_patterns, c.labels.num_mined) == (17, 57)
+def test_paper_settings_are_pinned_and_tagged_paper():
+  """Sec. 3-4's values, each set by the default config and tagged as the paper's."""
+  c, sources = jpg.get_config(), jpg.get_provenance()
+  pinned = {"train.batch_size": 16, "train.beam_size": 3, "optim.learning_rate": 1e-4,
+            "optim.extractor_learning_rate": 1e-4, "optim.name": "adam", "dataset.max_seq_length": 60,
+            "model.label_steps": 5, "model.num_bases": 2048, "model.d_model": 512, "model.num_layers": 3,
+            "model.num_heads": 8, "labels.num_patterns": 17, "labels.num_mined": 57,
+            "model.resnet_depth": 101, "model.head": "googlenet", "model.similarity": "dot",
+            "model.subspace_residual": False, "model.top_k": 0, "labels.mining": "paper",
+            "labels.normal_keep": 1.0, "dataset.name": "iu_xray/paper", "dataset.resize_size": 256,
+            "model.use_subspace": True, "model.use_labeler": True, "model.labels_in_encoder": True}
+  for field, value in pinned.items():
+    section, _, name = field.rpartition(".")
+    assert (c[section][name] if section else c[name]) == value, field
+    assert sources[field].kind == "paper", field
+  # 7 x 7 x 2048 patch features per view (Sec. 4.4) from the 224-px views
+  import jax
+  import jax.numpy as jnp
+  from jpg_jax.models import resnet
+  model = resnet.ResNet(c.model.resnet_depth, width=c.model.resnet_width)
+  shapes = jax.eval_shape(lambda: model.init_with_output(
+      jax.random.key(0), jnp.zeros((1, c.dataset.image_size, c.dataset.image_size, 3)))[0])
+  assert shapes.shape == (1, 7, 7, 2048)
 
 
 def test_ablations_are_switches_of_one_model():
@@ -43,7 +60,7 @@ def test_keys_added_later_keep_old_runs_matching():
   config that turns one of them on does not."""
   import json
   from jpg_jax import config_checks
-  today = jpg.get_config("synthetic").to_json()
+  today = jpg.get_config("synthetic,tuned").to_json()   # the old runs' mining: 'agreeing' 
   old = json.loads(today)
   for key in config_checks.ADDED_KEYS:
     section, name = key.split(".")
@@ -51,7 +68,7 @@ def test_keys_added_later_keep_old_runs_matching():
   old = json.dumps(old)
   assert config_checks.differences(old, today) == []
   assert config_checks.identity(old) == config_checks.identity(today)
-  cmn = jpg.get_config("synthetic,cmn").to_json()
+  cmn = jpg.get_config("synthetic,tuned,cmn").to_json()
   diff = config_checks.differences(old, cmn)
   assert any(d.startswith("model.cross_modal_memory") for d in diff)
 

@@ -79,9 +79,10 @@ def test_at_init_reads_the_config_model_on_real_batches(tiny_synthetic):
     config.lock()
     return diagnostics.at_init(config, batch_size=4)
 
-  eq10 = dict(subspace_residual=False)   # r_x = S B~ alone (the default adds x~, CMN's residual)
-  cosine, dot = at_init(**eq10), at_init(similarity="dot", **eq10)
-  cmn = at_init(similarity="dot", basis_init_std=0.0, **eq10)
+  eq10 = dict(subspace_residual=False)   # r_x = S B~ alone, as the default (Eq. 10 as written)
+  cosine = at_init(similarity="cosine", basis_init_std=1.0, **eq10)
+  dot = at_init(similarity="dot", basis_init_std=1.0, **eq10)
+  cmn = at_init(similarity="dot", basis_init_std=0.0, **eq10)   # the default: CMN's N(0, 1/d_b) bases
   assert set(cosine) == {"subspace/visual_entropy", "subspace/visual_bases_used", "spread/grids",
                          "spread/aligned", "norm/grids", "norm/aligned"}
   assert dot["subspace/visual_entropy"] < cosine["subspace/visual_entropy"] < 1.0

@@ -198,6 +198,7 @@ def mimic_smoke_config(data_dir, manual_dir):
   config.model, config.labels, config.train = smoke.model, smoke.labels, smoke.train
   config.dataset.image_size, config.dataset.resize_size = smoke.dataset.image_size, smoke.dataset.resize_size
   config.dataset.data_dir, config.dataset.manual_dir = data_dir, str(manual_dir)
+  config.resnet_checkpoint = "random"   # tiny test images: no ImageNet weights (asked for explicitly)
   config.train.stage1_epochs, config.train.stage2_epochs = 2.0, 1.0
   config.lock()
   return config

@@ -35,11 +35,11 @@ def test_mined_labels_agree_with_their_reports_and_contradicting_ones_never_beco
   generated = {"r0": granuloma, "r1": granuloma, "r2": granuloma,   # r2 is an opacity: contradicts
                "r3": ("normal",), "r4": granuloma, "r5": ("opacity", "lung", "base", "left")}
   terms = dict(zip(index.ids, index.mesh))
-  mined = mining.mine_labels(generated, terms, 10, _patterns())
+  mined = mining.mine_labels(generated, terms, 10, _patterns(), "agreeing")
   # The granuloma label agrees with 2 reports (not 4: r2 and r4 contradict it).
   assert mined.labels == [granuloma, ("normal",), ("opacity", "lung", "base", "left")]
   assert mined.counts[granuloma] == 2
-  assigned = mining.stage2_assigned(index, generated, mined, _patterns())
+  assigned = mining.stage2_assigned(index, generated, mined, _patterns(), "agreeing")
   for rid, terms_of in terms.items():
     assert labels.agrees(assigned[rid], terms_of), rid
   assert assigned["r2"] == ("opacity", "lung", "base", "left")   # its ground truth, not the generated label
@@ -49,7 +49,7 @@ def test_mined_labels_agree_with_their_reports_and_contradicting_ones_never_beco
 
 
 def test_mining_with_no_agreeing_label_falls_back_on_the_patterns_and_says_so(tmp_path):
-  config = jpg.get_config("smoke")
+  config = jpg.get_config("smoke,tuned")
   index = _index([GRANULOMA, OPACITY, NORMAL])
   wrong = ("opacity", "lung", "base", "right")   # agrees with none of the three
   label_set, assigned, summary = mining.mine(config, index, {rid: wrong for rid in index.ids}, _patterns())
@@ -58,14 +58,38 @@ def test_mining_with_no_agreeing_label_falls_back_on_the_patterns_and_says_so(tm
   assert label_set.tokens == _patterns().tokens   # the GRU's vocabulary carries over
   mining.write_mined(tmp_path / "labels", label_set, summary)
   assert labels.LabelSet.load(tmp_path / "labels" / "mined.json") == label_set
-  assert (tmp_path / "labels" / "mined.txt").read_text().startswith("# 3 context-aware labels mined from 3")
+  assert (tmp_path / "labels" / "mined.txt").read_text().startswith("# 3 context-aware labels mined (agreeing) from 3")
 
 
 def test_ground_truth_falls_back_on_the_stage1_pattern_then_none():
   index = _index([["Calcified Granuloma/lung/base/left"], ["Cardiomegaly/mild"]])
   mined = labels.LabelSet([("calcified_granuloma", "lung", "upper_lobe")])
-  assigned = mining.stage2_assigned(index, {}, mined, _patterns())
+  assigned = mining.stage2_assigned(index, {}, mined, _patterns(), "agreeing")
   assert assigned == {"r0": ("calcified_granuloma", "lung")}
+  assert mining.stage2_assigned(index, {}, mined, _patterns(), "paper") == {}   # the paper: no ground truth
+
+
+def test_paper_mining_keeps_the_most_frequent_outputs_and_teaches_them_as_generated():
+  """Sec. 3.4: the stage-1 GRU's outputs over the training set, the most frequent unique ones kept
+  whatever they say; a case is re-trained on its generated label where that was mined, else on none."""
+  index = _index([GRANULOMA, GRANULOMA, OPACITY, NORMAL, NORMAL, OPACITY])
+  granuloma = ("calcified_granuloma", "lung", "upper_lobe", "right")
+  opacity = ("opacity", "lung", "base", "left")
+  generated = {"r0": granuloma, "r1": granuloma, "r2": granuloma, "r3": ("normal",), "r4": granuloma,
+               "r5": opacity}
+  terms = dict(zip(index.ids, index.mesh))
+  mined = mining.mine_labels(generated, terms, 2, _patterns(), "paper")
+  assert mined.labels == [granuloma, ("normal",)] and mined.counts[granuloma] == 4   # r2, r4 count too
+  assert mined.tokens == _patterns().tokens
+  assigned = mining.stage2_assigned(index, generated, mined, _patterns(), "paper")
+  assert assigned == {"r0": granuloma, "r1": granuloma, "r2": granuloma, "r3": ("normal",), "r4": granuloma}
+  config = jpg.get_config("smoke")
+  assert config.labels.mining == "paper"
+  label_set, assigned2, summary = mining.mine(config, index, generated, _patterns())
+  assert summary["mining"] == "paper" and summary["agreeing"] == 4 and summary["mined"] == 3
+  assert assigned2["r5"] == opacity and assigned2["r2"] == granuloma
+  with pytest.raises(ValueError, match="mining"):
+    mining.mine_labels(generated, terms, 2, _patterns(), "nonsense")
 
 
 def test_head_training_targets_equal_evaluation_truth():
@@ -73,7 +97,7 @@ def test_head_training_targets_equal_evaluation_truth():
   vocab = text.Vocabulary(["the", "lungs", "are", "clear", "."])
   mined = labels.LabelSet([("normal",), ("opacity", "lung", "base", "left")], None, _patterns().vocab.idx2token.values())
   generated = {"r0": ("normal",), "r1": ("opacity", "lung", "base", "left"), "r2": ("normal",)}
-  assigned = mining.stage2_assigned(index, generated, mined, _patterns())
+  assigned = mining.stage2_assigned(index, generated, mined, _patterns(), "agreeing")
   train = ip.Targets(vocab, 10, 5, mined, assigned)
   evaluation = ip.Targets(vocab, 10, 5, mined)
   for i in range(len(index)):

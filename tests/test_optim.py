@@ -16,7 +16,7 @@ import torch_reference as ref
 
 
 def _config(**optim_fields):
-  c = jpg.get_config()
+  c = jpg.get_config("r2gen")   # R2Gen's optimiser: the paper's one learning rate, R2Gen's lr_ve 5e-5
   c.unlock()
   for k, v in optim_fields.items():
     setattr(c.optim, k, v)

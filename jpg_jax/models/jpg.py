@@ -16,8 +16,8 @@ Switches (``configs/jpg.py`` names the ablations of Table 2):
   embeddings on the textual side (JPG-projection, BASE); the head then reads the raw extractor grids ("simply using the raw visual extractor and word embedding
   outputs to both predict disease labels and generate reports", Sec. 5.2).
 * ``similarity``, ``top_k``, ``basis_init_std``, ``subspace_residual``: the subspace's readings
-  (``models/subspace.py``); the config's defaults (cosine, N(0, 1), residual) differ from this module's
-  (Eq. 7's dot product, CMN's init, Eq. 10's r = S B~).
+  (``models/subspace.py``); the paper config and this module both take Eq. 7's dot product, CMN's init
+  and Eq. 10's r = S B~ (``:tuned``: cosine, N(0, 1), residual).
 * ``use_labeler``: False drops the head and the GRU (BASE, the "vanilla Transformer").
 * ``labels_in_encoder``: False keeps the labeler as a parallel task but feeds no label features to the
   encoder (JPG-auxiliary).

@@ -21,8 +21,8 @@ training the scores grow until each feature takes a single basis vector. On the 
 256, N(0, 1) bases) the softmax's entropy falls from 0.04 of its maximum at init to 0.001 by step 40, the
 features share 3 basis vectors by step 90, the aligned grids stop differing between images, and stage 1
 never beats "always normal". Cosine scores are bounded by the temperature: the entropy stays about 0.86
-and about 200 bases stay in use. ``configs/jpg.py`` therefore defaults to cosine with the residual and
-N(0, 1) bases (README, design notes); this module's defaults are the paper's formula and CMN's init. The
+and about 200 bases stay in use. The paper config takes the formula, Eq. 10 and CMN's init, as this
+module's defaults do; ``:tuned`` takes cosine with the residual and N(0, 1) bases (docs/results.md). The
 softmax weights are sown (``intermediates``) for the diagnostics.
 """
 
