@@ -125,7 +125,10 @@ def run_stats(config) -> str:
   order = {"train": 0, "val": 1, "test": 2}
   rows = sorted((stats.split_stats(s, idx, len(datasets.views(name))) for s, idx in indices.items()),
                 key=lambda r: order.get(r.split, 3))
-  table = stats.format_table(name, rows)
+  paper = name.startswith("iu_xray/")
+  table = stats.format_table(name, rows, stats.PAPER_TABLE1 if paper else None)
+  if paper:
+    table += "\n" + stats.PAPER_TABLE1_NOTE
   for key in ("excluded", "skipped", "empty_reports"):
     if metadata.get(key):
       table += f"\n{key}: {dict(metadata[key])}"

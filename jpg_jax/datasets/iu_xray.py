@@ -2,10 +2,13 @@
 
 Builder configs:
 
-* ``iu_xray/r2gen``: R2Gen's split (``annotation.json``: 2069 / 296 / 590 reports, two views each), the
-  split of every number in the paper's Table 2.
-* ``iu_xray/paper``: the split the paper describes (Sec. 4.1): every report with FINDINGS and MeSH terms
-  (``No Indexing`` counts as none) and at least two images, 70/10/20 by patient with a fixed seed.
+* ``iu_xray/paper`` (the default config's): the split the paper describes (Sec. 4.1, Li et al.'s
+  70/10/20): every report with FINDINGS and MeSH terms (``No Indexing`` counts as none) and at least two
+  images, 70/10/20 by patient with a fixed seed (Li et al.'s own split is not public). 2,019 / 288 / 578
+  reports; the paper's Table 1 gives 2,770 / 395 / 790, 70/10/20 of every report of the archive
+  (``--mode=stats`` prints both).
+* ``iu_xray/r2gen`` (``:r2gen_split``): R2Gen's split (``annotation.json``: 2,069 / 296 / 590 reports, two
+  views each), the split R2Gen and CMN reported on.
 
 Sources, looked for in this order:
 
