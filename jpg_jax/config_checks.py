@@ -4,7 +4,8 @@
 cannot work: an unknown choice (``model.similarity=cosin``), a batch that does not divide over the
 devices (train and eval batches named apart), a size that contradicts another (``image_size`` above
 ``resize_size``, ``d_model`` not a multiple of ``num_heads``), a selection metric the stage's evaluator
-does not return, a ``resnet_checkpoint`` that is not there. ``train_and_evaluate``, ``evaluate`` and
+does not return, a ``resnet_checkpoint`` that is not there, or a real-data run with none (the paper's
+extractor is ImageNet-pretrained; ``random`` asks for a random init). ``train_and_evaluate``, ``evaluate`` and
 ``predict`` call it before touching the workdir, so a corrected rerun is never refused as "a different
 config".
 
@@ -16,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 from etils import epath
 
 from jpg_jax import datasets
 from jpg_jax import decode
 from jpg_jax import errors
+from jpg_jax import mining
+from jpg_jax import resnet_weights
 from jpg_jax import steps
 from jpg_jax.evaluators import labels as label_eval
 from jpg_jax.evaluators import reports as report_eval
@@ -36,6 +40,14 @@ from jpg_jax.models import transformer
 # has its form.)
 PATH_KEYS = ("dataset.data_dir", "dataset.manual_dir", "dataset.download", "train.allow_config_change",
              "train.diagnostics")
+
+
+RANDOM = "random"   # resnet_checkpoint: train the extractor from a random init, on purpose
+
+
+def pretrained_extractor(config) -> str:
+  """The folder of the extractor's pretrained weights (``resnet_checkpoint``), or '' for a random init."""
+  return "" if config.resnet_checkpoint in ("", RANDOM) else config.resnet_checkpoint
 
 
 def dataset_names() -> tuple[str, ...]:
@@ -61,6 +73,7 @@ def choices() -> dict[str, tuple]:
       "decode.policy": decode.POLICIES,
       "optim.name": steps.OPTIMIZERS,
       "train.stage2_extractor": steps.STAGE2_EXTRACTORS,
+      "labels.mining": mining.MININGS,
   }
 
 
@@ -94,6 +107,9 @@ def problems(config, device_count: int = 1, process_count: int = 1, training: bo
   for key, allowed in choices().items():
     if _get(config, key) not in allowed:
       out.append(f"{key}={_get(config, key)!r} is not one of {', '.join(map(repr, allowed))}")
+  for key, value in flat(config.to_dict()).items():
+    if isinstance(value, float) and not math.isfinite(value):
+      out.append(f"{key}={value!r} must be a finite number")
   for key in _POSITIVE:
     if not _get(config, key) > 0:
       out.append(f"{key}={_get(config, key)!r} must be positive")
@@ -135,14 +151,57 @@ def problems(config, device_count: int = 1, process_count: int = 1, training: bo
   if t.stage2_select_metric.startswith("label_") and not m.use_labeler:
     out.append(f"train.stage2_select_metric={t.stage2_select_metric!r} needs a labeler "
                f"(model.use_labeler=True)")
-  if training and config.resnet_checkpoint and "://" not in config.resnet_checkpoint and not epath.Path(
-      config.resnet_checkpoint).is_dir():
-    out.append(f"resnet_checkpoint={config.resnet_checkpoint!r} is not a folder (make one with "
+  weights = pretrained_extractor(config)
+  if training and weights and "://" not in weights and not epath.Path(weights).is_dir():
+    out.append(f"resnet_checkpoint={weights!r} is not a folder (make one with "
                f"python -m jpg_jax.tools.convert_resnet)")
-  if config.resnet_checkpoint and m.resnet_width != 64:
-    out.append(f"resnet_checkpoint holds torchvision's ResNet (width 64), but model.resnet_width="
-               f"{m.resnet_width}")
+  if training and not config.resnet_checkpoint and not d.name.startswith("synthetic_cxr"):
+    out.append(f"the paper's ResNet-{m.resnet_depth} is ImageNet-pretrained (Sec. 4.4) and resnet_checkpoint "
+               f"is not set: convert torchvision's resnet{m.resnet_depth} file with python -m "
+               f"jpg_jax.tools.convert_resnet --depth={m.resnet_depth} --torch_checkpoint=FILE.pth --output=DIR "
+               f"and pass --config.resnet_checkpoint=DIR, or --config.resnet_checkpoint={RANDOM!r} to train it "
+               f"from a random init")
+  if weights:
+    marker = resnet_weights.describe(weights) if training and "://" not in weights else {}
+    shape = (marker.get("depth", m.resnet_depth), marker.get("width", 64))
+    if shape != (m.resnet_depth, m.resnet_width):
+      out.append(f"resnet_checkpoint={weights!r} holds a ResNet-{shape[0]} of width {shape[1]}, but the config's "
+                 f"is ResNet-{m.resnet_depth} of width {m.resnet_width}")
   return out
+
+
+MIN_VOCABULARY = 5   # real tokens (``<unk>`` aside): fewer cannot write a report
+
+
+def data_problems(config, data) -> list[str]:
+  """What the loaded data (``input_pipeline.Data``) cannot do under ``config``, one phrase each: a split
+  smaller than its global batch, a stage-1 selection smaller than the batch, a vocabulary of a handful
+  of tokens. Checked before the workdir is written."""
+  t, out = config.train, []
+  sizes = {split: len(index) for split, index in data.index.items()}
+  if sizes.get("train", 0) < t.batch_size:
+    out.append(f"train.batch_size={t.batch_size} (global) is larger than the train split's "
+               f"{sizes.get('train', 0)} examples")
+  if config.model.use_labeler and sizes.get("train", 0) >= t.batch_size:
+    _, kept, _ = mining.stage1_labels(config, data.index["train"])
+    if len(kept) < t.batch_size:
+      out.append(f"train.batch_size={t.batch_size} (global) is larger than stage 1's {len(kept)} training "
+                 f"reports with one of the labels.num_patterns={config.labels.num_patterns} simple patterns")
+  for split in ("val", "test"):
+    if not sizes.get(split):
+      out.append(f"the {split} split of {config.dataset.name} is empty")
+  real = len(data.vocab) - 1
+  if real < MIN_VOCABULARY:
+    out.append(f"dataset.vocab_threshold={config.dataset.vocab_threshold} leaves {real} token(s) besides <unk> "
+               f"in the train split's vocabulary (at least {MIN_VOCABULARY} needed): lower the threshold")
+  return out
+
+
+def validate_data(config, data) -> None:
+  """Raises ``ConfigError`` naming everything ``data_problems`` finds."""
+  found = data_problems(config, data)
+  if found:
+    raise errors.ConfigError(f"Bad config for this data: {'; '.join(found)}.")
 
 
 def validate(config, device_count: int = 1, process_count: int = 1, training: bool = True) -> None:
@@ -164,7 +223,8 @@ def flat(d: dict, prefix: str = "") -> dict:
 # and checkpoints written before the key existed still match it (and a config using the new feature does not).
 ADDED_KEYS = {"model.relational_memory": False, "model.rm_num_slots": 3, "model.rm_num_heads": 8,
               "model.cross_modal_memory": False, "model.cmm_size": 2048, "model.cmm_top_k": 32,
-              "model.visual_positions": False, "optim.b1": 0.9, "optim.b2": 0.999, "optim.eps": 1e-8}
+              "model.visual_positions": False, "optim.b1": 0.9, "optim.b2": 0.999, "optim.eps": 1e-8,
+              "labels.mining": "agreeing"}
 
 
 def identity(config_json: str) -> dict:

@@ -38,3 +38,7 @@ class OutputExistsError(UserError, FileExistsError):
 
 
 EXIT_STATUS = 2   # a user error, as argparse and absl's usage errors
+
+
+class WorkdirBusyError(UserError, RuntimeError):
+  """Another run holds the workdir (its lock file names the host, process and start time)."""

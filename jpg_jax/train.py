@@ -4,12 +4,13 @@
 
 1. data: the config's TFDS dataset, R2Gen's vocabulary over the train split (``DIR/vocab.json``);
 2. stage 1 ("mining and pre-training on single labels"): the extractor, the subspace's visual path, head
-   and GRU learn the reports whose MeSH terms reduce to one of the 17 simple patterns, normal cases kept
-   at ``labels.normal_keep`` an epoch; the head's classes are the patterns, the GRU's target is the
+   and GRU learn the reports whose MeSH terms reduce to one of the 17 simple patterns (``:tuned``: normal
+   cases kept at ``labels.normal_keep`` an epoch); the head's classes are the patterns, the GRU's target is the
    report's full term (its context: ``calcified_granuloma lung upper_lobe right``); selection on
    ``train.stage1_select_metric`` (the GRU's pattern macro-F1, which "always normal" cannot win);
 3. mining: the best stage-1 model labels every training report; the ``num_mined`` (57) most frequent
-   generated labels that agree with their report's terms become the context-aware label set
+   generated labels (``labels.mining='agreeing'``: among those that agree with their report's terms)
+   become the context-aware label set
    (``DIR/labels/mined.txt`` with counts; ``jpg_jax/mining.py``). Items 2 and 3 run in
    ``stage1_and_mining``, which hands stage 2 only the labels and stage 1's parameters and statistics:
    stage 1's optimiser state, compiled step and evaluators are freed before stage 2, whose step is the
@@ -58,7 +59,9 @@ from jpg_jax import metric_writers
 from jpg_jax import mining
 from jpg_jax import parallel
 from jpg_jax import precise_bn
+from jpg_jax import resnet_weights
 from jpg_jax import steps
+from jpg_jax import workdir_lock
 from jpg_jax.evaluators import labels as label_eval
 from jpg_jax.evaluators import reports as report_eval
 
@@ -201,8 +204,14 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
   config_checks.validate(config, mesh.size, jax.process_count())
   checkpointing.check_workdir_config(config, workdir)
   warn_random_extractor(config)
-  t = config.train
   data = ip.load_data(config)
+  config_checks.validate_data(config, data)
+  with workdir_lock.WorkdirLock(workdir):   # one run at a time: a second stops here, writing nothing
+    return _train_and_evaluate(config, workdir, mesh, hooks, data)
+
+
+def _train_and_evaluate(config, workdir: epath.Path, mesh, hooks: Sequence[Hook], data: ip.Data) -> dict:
+  t = config.train
   lead = jax.process_index() == 0
   checkpointing.write_workdir_config(config, workdir)
   if lead:
@@ -229,7 +238,7 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
   model2 = steps.create_model(config, data.vocab, label_set, stage=2)
   per_epoch2 = max(len(train_index) // t.batch_size, 1)
   optimizer2, lr2 = steps.make_optimizer(config, steps.param_shapes(model2, config), per_epoch2, 2)
-  state = steps.create_train_state(model2, optimizer2, config, config.seed + 1, mesh)
+  state = steps.create_train_state(model2, optimizer2, config, init_seed(config, 2, first is not None), mesh)
   if first is None:
     state = with_pretrained_extractor(state, config, mesh)
   else:
@@ -288,8 +297,8 @@ def stage1_and_mining(config, workdir: epath.Path, data: ip.Data, mesh, loop: di
   model1 = steps.create_model(config, data.vocab, patterns, stage=1)
   per_epoch1 = max(epoch1 // t.batch_size, 1)
   optimizer1, lr1 = steps.make_optimizer(config, steps.param_shapes(model1, config), per_epoch1, 1)
-  state = with_pretrained_extractor(steps.create_train_state(model1, optimizer1, config, config.seed, mesh),
-                                    config, mesh)
+  fresh = steps.create_train_state(model1, optimizer1, config, init_seed(config, 1), mesh)
+  state = with_pretrained_extractor(fresh, config, mesh)
   run1, data1 = stage_inputs(config, 1, model1, state, data, mesh, workdir)
   evaluator1 = label_eval.LabelEvaluator(config, run1, data1, patterns, mesh)
   stage1 = build_stage(
@@ -320,28 +329,37 @@ def stage1_and_mining(config, workdir: epath.Path, data: ip.Data, mesh, loop: di
   return Stage1Outcome(label_set, assigned, mined, stage1_test, steps.variables_of(stage1_state), stage1_grids)
 
 
+def init_seed(config, stage: int, after_stage1: bool = True) -> int:
+  """The seed of ``stage``'s fresh train state. A stage 2 without a stage 1 before it (BASE, R2Gen, CMN)
+  draws from the seed stage 1 would have drawn from: flax derives each module's init from the key and
+  the module's path, so its extractor starts from the same random init as JPG's, and every row of a
+  Table 2 starts from one place (tests/test_train.py)."""
+  return config.seed + (1 if stage == 2 and after_stage1 else 0)
+
+
 def with_pretrained_extractor(state: dict, config, mesh) -> dict:
   """``state`` with the visual extractor's parameters and statistics from ``config.resnet_checkpoint``
-  (a ``tools/convert_resnet`` output), where one is set."""
-  if not config.resnet_checkpoint:
+  (a ``tools/convert_resnet`` or ``tools/export_extractor`` output), where one is set."""
+  weights = config_checks.pretrained_extractor(config)
+  if not weights:
     return state
-  from jpg_jax.tools import convert_resnet   # a tool module: importing it defines its command-line flags
-  converted = convert_resnet.restore(config.resnet_checkpoint, config.model.resnet_depth)
+  converted = resnet_weights.restore(weights, config.model.resnet_depth, config.model.resnet_width)
   state = dict(state, params=dict(state["params"], visual_extractor=converted["params"]),
                batch_stats=dict(state["batch_stats"], visual_extractor=converted["batch_stats"]))
-  logging.info("Visual extractor initialised from %s.", config.resnet_checkpoint)
+  logging.info("Visual extractor initialised from %s.", weights)
   return jax.device_put(state, parallel.replicated(mesh))
 
 
 def extractor_source(config) -> str:
   """Where the visual extractor's weights came from (recorded in ``results/``)."""
-  return config.resnet_checkpoint or "random init"
+  return config_checks.pretrained_extractor(config) or "random init"
 
 
 def warn_random_extractor(config) -> None:
-  """The paper's extractor is ImageNet-pretrained (Sec. 4.4); training it from scratch is said loudly,
-  except on the synthetic data, whose configs train a small ResNet from scratch on purpose."""
-  if config.resnet_checkpoint or config.model.cached_features:
+  """The paper's extractor is ImageNet-pretrained (Sec. 4.4): a real-data run without weights is refused
+  by ``config_checks`` unless ``resnet_checkpoint='random'`` asks for it, and then said loudly; the
+  synthetic configs train a small ResNet from scratch on purpose."""
+  if config_checks.pretrained_extractor(config) or config.model.frozen_extractor:
     return
   message = (f"The visual extractor (ResNet-{config.model.resnet_depth}) starts from a random init; the "
              f"paper uses ImageNet weights (Sec. 4.4): convert them with jpg_jax.tools.convert_resnet and "

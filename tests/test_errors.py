@@ -5,6 +5,7 @@ import gc
 import io
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -147,7 +148,33 @@ def test_bad_config_values_fail_before_the_workdir_is_written(tiny_synthetic, tm
   assert "train.batch_size" not in str(e.value)
   assert config_checks.problems(_config("smoke,base", train__stage2_select_metric="label_micro_f1"))
   assert config_checks.problems(_config(train__stage2_select_metric="METEOR"))
-  assert not config_checks.problems(_config("synthetic")) and not config_checks.problems(jpg.get_config())
+  assert not config_checks.problems(_config("synthetic"))
+  assert not config_checks.problems(jpg.get_config(), training=False)   # evaluate / predict need no weights
+
+
+def test_a_real_data_run_without_extractor_weights_stops_before_writing(tmp_path, iu_xray_dir):
+  """Sec. 4.4's extractor is ImageNet-pretrained: a real-data run without weights names the converter in
+  one line and writes nothing; 'random' asks for a random init on purpose and gets past the check."""
+  workdir = tmp_path / "w"
+  for variants in ("", "r2gen_split", "mimic", "base"):
+    config = _config(variants, dataset__data_dir=str(tmp_path / "tfds"), dataset__manual_dir=str(iu_xray_dir))
+    with pytest.raises(errors.ConfigError, match="jpg_jax.tools.convert_resnet") as e:
+      train.train_and_evaluate(config, str(workdir))
+    assert "--config.resnet_checkpoint='random'" in _one_line(e.value)
+    assert config_checks.problems(config) == [str(e.value)[len("Bad config: "):-1]]   # the only problem
+  assert not workdir.exists() and not (tmp_path / "tfds").exists()
+  # 'random' passes the check (and fails next on the missing images, still before writing)
+  config = _config("", resnet_checkpoint="random", dataset__data_dir=str(tmp_path / "tfds"),
+                   dataset__manual_dir=str(tmp_path / "nowhere"))
+  assert config_checks.problems(config) == []
+  with pytest.raises(errors.MissingFileError):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+  out = subprocess.run([sys.executable, "-m", "jpg_jax.main", "--config=configs/jpg.py", f"--workdir={workdir}",
+                        f"--config.dataset.manual_dir={iu_xray_dir}", f"--config.dataset.data_dir={tmp_path}"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == errors.EXIT_STATUS and out.stderr.splitlines()[-1].startswith("jpg_jax.main: error:")
+  assert "convert_resnet" in out.stderr.splitlines()[-1] and not workdir.exists()
 
 
 def test_only_paths_may_differ_when_a_workdir_resumes(tmp_path):
@@ -258,3 +285,52 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(t
   assert sorted(p.name for p in directory.iterdir()) == ["1", "2", "2.damaged", "3.damaged"]
   ckpt.close()
   gc.collect()   # the damaged reads' futures go now, under this test's warning filter
+
+
+# ============================================================================================ issue P
+def test_data_checks_come_before_the_workdir_is_written(tiny_synthetic, tmp_path):
+  """A batch larger than the data, a vocabulary of <unk> alone and a non-finite number fail in one line
+  with nothing written; the fixed config then passes the same checks."""
+  data_dir, _ = tiny_synthetic
+  workdir = tmp_path / "w"
+  for overrides, expected in (
+      (dict(train__batch_size=1000), "train.batch_size=1000 (global) is larger than the train split's 48"),
+      (dict(train__batch_size=40), "larger than stage 1's"),
+      (dict(dataset__vocab_threshold=100000), "dataset.vocab_threshold=100000 leaves 0 token(s)"),
+      (dict(optim__learning_rate=float("inf")), "optim.learning_rate=inf must be a finite number"),
+      (dict(optim__weight_decay=float("nan")), "optim.weight_decay=nan must be a finite number")):
+    with pytest.raises(errors.ConfigError, match=re.escape(expected)) as e:
+      train.train_and_evaluate(_config(dataset__data_dir=data_dir, **overrides), str(workdir))
+    _one_line(e.value)
+    assert not workdir.exists(), overrides
+  from jpg_jax import input_pipeline as ip
+  config = _config(dataset__data_dir=data_dir)
+  assert config_checks.data_problems(config, ip.load_data(config)) == []
+
+
+def test_a_busy_workdir_stops_the_second_run_and_a_dead_holders_lock_is_taken_over(tiny_synthetic, tmp_path,
+                                                                                  caplog):
+  from jpg_jax import workdir_lock
+  data_dir, _ = tiny_synthetic
+  workdir = tmp_path / "w"
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+  try:
+    with workdir_lock.WorkdirLock(workdir) as lock:   # stands for a run in progress
+      record = json.loads((workdir / ".lock").read_text())
+      assert record["pid"] == os.getpid() and {"host", "started"} <= set(record)
+      (workdir / ".lock").write_text(json.dumps(dict(record, pid=holder.pid)))   # ... held by another process
+      with pytest.raises(errors.WorkdirBusyError, match=f"in use by another run \\(pid {holder.pid} on ") as e:
+        train.train_and_evaluate(_config(dataset__data_dir=data_dir), str(workdir))
+      _one_line(e.value)
+      assert sorted(p.name for p in workdir.iterdir()) == [".lock"]   # the second run wrote nothing
+      assert json.loads((workdir / ".lock").read_text())["pid"] == holder.pid
+      lock.held = False
+  finally:
+    holder.kill()
+    holder.wait()
+  # the holder is gone (killed): its lock is taken over, saying so, and released at the end
+  with caplog.at_level("WARNING"):
+    with workdir_lock.WorkdirLock(workdir):
+      assert json.loads((workdir / ".lock").read_text())["pid"] == os.getpid()
+  assert f"taking over the lock of pid {holder.pid}" in caplog.text
+  assert not (workdir / ".lock").exists()

@@ -29,6 +29,7 @@ from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import parallel
 from jpg_jax import steps
+from jpg_jax import text
 from jpg_jax import train
 from jpg_jax.datasets import synthetic_findings
 from jpg_jax_testing import damage_checkpoint_item
@@ -513,3 +514,46 @@ def test_attention_map_command(run, tmp_path):
   assert result["id"] == rows[0]["id"] and result["reference"] == rows[0]["reference"]
   assert result["report"] == rows[0]["prediction"]   # the same checkpoint and beam search as the test run
   assert out.exists() == bool(result["report"])
+
+
+def test_every_row_starts_its_extractor_from_one_random_init():
+  """BASE (no stage 1) draws its stage-2 state from the seed JPG's stage 1 draws from, so both extractors
+  start from the same random init (the synthetic Table 2's shared start)."""
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  vocab = text.Vocabulary(["the", "lungs", "are", "clear", "."])
+  patterns = labels_lib.LabelSet([("normal",), ("opacity", "lung")])
+  extractors = {}
+  for variants, stage, after in (("", 1, True), ("base", 2, False), ("cmn", 2, False), ("", 2, True)):
+    config = jpg.get_config(",".join(("smoke",) + ((variants,) if variants else ())))
+    model = steps.create_model(config, vocab, patterns if config.model.use_labeler else None, stage=stage)
+    optimizer, _ = steps.make_optimizer(config, steps.param_shapes(model, config), 10, stage)
+    state = steps.create_train_state(model, optimizer, config, train.init_seed(config, stage, after), mesh)
+    extractors[(variants, stage)] = jax.tree.leaves(state["params"]["visual_extractor"])
+  for key in (("base", 2), ("cmn", 2)):
+    assert all(np.array_equal(a, b) for a, b in zip(extractors[("", 1)], extractors[key])), key
+  assert not all(np.array_equal(a, b) for a, b in zip(extractors[("", 1)], extractors[("", 2)]))  # another draw
+
+
+def test_export_extractor_writes_stage1s_extractor_for_another_run(run, tmp_path):
+  """tools/export_extractor: the run's best stage-1 extractor (which its stage 2 kept frozen) as a
+  resnet_checkpoint; a BASE config reading it frozen passes the checks, one of another width does not."""
+  from jpg_jax import config_checks
+  from jpg_jax import resnet_weights
+  config, workdir, _ = run
+  out = tmp_path / "extractor"
+  said = _tool("export_extractor", f"--workdir={workdir}", f"--output={out}")
+  assert "ResNet-10 (width 16)" in said and json.loads((out / resnet_weights.MARKER).read_text())["width"] == 16
+  exported = resnet_weights.restore(str(out), 10, 16)
+  kept = inference.restore_for_inference(config, str(workdir)).variables
+  for collection in ("params", "batch_stats"):
+    for a, b in zip(jax.tree.leaves(exported[collection]), jax.tree.leaves(kept[collection]["visual_extractor"])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  base = smoke_config(config.dataset.data_dir, "base")
+  base.unlock()
+  base.resnet_checkpoint, base.model.frozen_extractor, base.model.cached_features = str(out), True, True
+  assert config_checks.problems(base) == []
+  base.model.resnet_width = 64
+  assert any("width 16" in p for p in config_checks.problems(base))
+  again = subprocess.run([sys.executable, "-m", "jpg_jax.tools.export_extractor", f"--workdir={tmp_path}",
+                          f"--output={tmp_path / 'x'}"], capture_output=True, text=True, cwd=ROOT)
+  assert again.returncode == 2 and "not a run's workdir" in again.stderr.splitlines()[-1]

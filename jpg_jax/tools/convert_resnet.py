@@ -13,19 +13,15 @@ anything else is refused unless ``--overwrite``: the tool never deletes what it 
 
 from __future__ import annotations
 
-import json
 import sys
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import orbax.checkpoint as ocp
 from absl import app
 from absl import flags
 from etils import epath
 
 from jpg_jax import errors
-from jpg_jax.models import resnet
+from jpg_jax import resnet_weights
 from jpg_jax.tools import convert_torch
 
 _DEPTH = flags.DEFINE_integer("depth", 101, "ResNet depth: 18, 34, 50 or 101.")
@@ -36,9 +32,8 @@ MARKER = "convert_resnet.json"   # written into every output folder: what made i
 
 
 def resnet_template(depth: int) -> dict:
-  """Flax variable shapes of ResNet-``depth`` (no computation)."""
-  model = resnet.ResNet(depth)
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3))))
+  """Flax variable shapes of torchvision's ResNet-``depth`` (no computation)."""
+  return resnet_weights.template(depth)
 
 
 def convert_state_dict(state_dict, depth: int) -> dict:
@@ -58,32 +53,19 @@ def load_torch_state_dict(path: str) -> dict:
   return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
 
 
-def check_output(output: str, overwrite: bool = False) -> None:
-  """Refuses an ``output`` that exists and is neither empty nor written by this tool (unless
-  ``overwrite``)."""
-  path = epath.Path(output)
-  if overwrite or not path.exists():
-    return
-  if not path.is_dir():
-    raise errors.OutputExistsError(f"--output {output} is a file; give a new folder or --overwrite.")
-  if any(path.iterdir()) and not (path / MARKER).exists():
-    raise errors.OutputExistsError(f"--output {output} is a folder this tool did not write, and not empty: "
-                                   f"give a new folder, or --overwrite to replace its contents.")
+check_output = resnet_weights.check_output
+MARKER = resnet_weights.MARKER
 
 
-def save(variables: dict, output: str, source: str = "", overwrite: bool = False) -> None:
-  """Writes ``variables`` to ``output`` (see ``check_output``) with a ``convert_resnet.json`` marker."""
-  check_output(output, overwrite)
-  path = epath.Path(output).absolute()
-  with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(path, jax.tree.map(np.asarray, variables), force=True)
-  (path / MARKER).write_text(json.dumps({"tool": "jpg_jax.tools.convert_resnet", "source": source}))
+def save(variables: dict, output: str, source: str = "", overwrite: bool = False, depth: int = 101) -> None:
+  """Writes torchvision ResNet-``depth`` ``variables`` to ``output`` (``resnet_weights.save``)."""
+  resnet_weights.save(variables, output, tool="jpg_jax.tools.convert_resnet", source=source, depth=depth,
+                      overwrite=overwrite)
 
 
 def restore(path: str, depth: int) -> dict:
   """The converted variables, shaped as ResNet-``depth``'s (``params`` and ``batch_stats``)."""
-  with ocp.StandardCheckpointer() as ckpt:
-    return ckpt.restore(epath.Path(path).absolute(), resnet_template(depth))
+  return resnet_weights.restore(path, depth)
 
 
 def main(argv):
@@ -91,7 +73,7 @@ def main(argv):
   try:
     check_output(_OUTPUT.value, _OVERWRITE.value)   # before the slow part
     variables = convert_state_dict(load_torch_state_dict(_TORCH.value), _DEPTH.value)
-    save(variables, _OUTPUT.value, _TORCH.value, _OVERWRITE.value)
+    save(variables, _OUTPUT.value, _TORCH.value, _OVERWRITE.value, _DEPTH.value)
   except errors.UserError as e:
     print(f"convert_resnet: error: {e}", file=sys.stderr)
     sys.exit(errors.EXIT_STATUS)
