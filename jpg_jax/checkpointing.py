@@ -4,7 +4,8 @@ A workdir holds ``config.json`` (the config that wrote it; ``check_workdir_confi
 under one that computes something else, paths aside), ``stage1/`` and ``stage2/`` (one orbax
 ``CheckpointManager`` each: ``StageCheckpoints``) and, after a run, ``labels/``, ``logs/`` and
 ``results/``. A latest checkpoint that does not restore (truncated, corrupted) is set aside as
-``N.damaged`` and the previous one resumes. A preemption notice (SIGTERM, or JAX's preemption service on
+``N.damaged`` and the previous one resumes; the same guard (``restore_intact``) serves the best checkpoint
+a stage ends on, the other stage's and inference's. A preemption notice (SIGTERM, or JAX's preemption service on
 a pod) or a hook's request makes the stage loop write a checkpoint and raise ``Preempted``, which
 ``main`` turns into exit status 143.
 """
@@ -112,13 +113,8 @@ class StageCheckpoints:
     Metrics come from orbax (in memory, or its ``metrics`` item on disk) and, for checkpoints written
     before metrics were persisted, from the ``meta`` item's ``val``.
     """
-    known = {c.step: c.metrics for c in self.manager._checkpoints}  # noqa: SLF001
-    scored = {}
-    for step in self.manager.all_steps():
-      metrics = known.get(step) or self._meta_metrics(step)
-      if metrics and self.metric in metrics:
-        scored[step] = metrics[self.metric]
-    return max(scored, key=lambda s: (scored[s], -s)) if scored else self.manager.latest_step()
+    ranked = self.ranked_steps()
+    return ranked[0] if ranked else None
 
   def _meta_metrics(self, step: int) -> dict | None:
     try:
@@ -147,50 +143,79 @@ class StageCheckpoints:
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables))
     return self.manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
 
+  def ranked_steps(self) -> list[int]:
+    """Every step, best first: those with the validation metric by it (ties: the earlier), then the rest
+    newest first. ``best_step`` is the first."""
+    known = {c.step: c.metrics for c in self.manager._checkpoints}  # noqa: SLF001
+    scored, rest = {}, []
+    for step in self.manager.all_steps():
+      metrics = known.get(step) or self._meta_metrics(step)
+      if metrics and self.metric in metrics:
+        scored[step] = metrics[self.metric]
+      else:
+        rest.append(step)
+    return sorted(scored, key=lambda s: (-scored[s], s)) + sorted(rest, reverse=True)
+
   def first_intact(self, restore, steps=None):
-    """``(step, restore(step))`` of the newest of ``steps`` (default: every step) that restores, and
-    ``{step: error summary}`` of the newer ones that do not; ``(None, None)`` first when none does."""
+    """``(step, restore(step))`` of the first of ``steps`` (default: every step, newest first) that
+    restores, and ``{step: error summary}`` of those before it that do not; ``(None, None)`` first when
+    none does. orbax's and tensorstore's own logging of a failed read is held back (``quiet_orbax``)."""
     damaged = {}
-    for step in sorted(self.manager.all_steps() if steps is None else steps, reverse=True):
+    for step in (sorted(self.manager.all_steps(), reverse=True) if steps is None else steps):
       try:
-        return (step, restore(step)), damaged
+        with quiet_orbax():
+          return (step, restore(step)), damaged
       except Exception as e:  # noqa: BLE001  (orbax, tensorstore, zstd and json raise many types)
         damaged[step] = summary(e)
     return (None, None), damaged
 
-  def restore_latest_intact(self, abstract_state):
-    """The newest checkpoint that restores, as ``(step, state, data, meta)``; None when there is none.
-
-    A newer step that fails to restore (a truncated or corrupted file) is reported by its folder and set
-    aside as ``N.damaged`` (orbax no longer sees it; nothing is deleted), so that training goes on from the
-    previous intact step. When no step restores, nothing is moved and ``CheckpointError`` names the newest.
-    On several processes a failed restore is a ``CheckpointError`` naming the folder: the hosts would each
-    decide alone which step is intact, inside orbax's collective restore, so none is set aside for them.
+  def restore_intact(self, restore, steps, what: str):
+    """The guard every restore of a run goes through: ``(step, restore(step))`` of the first of ``steps``
+    that restores. Each step before it that does not (a truncated or corrupted file) is reported in one
+    line and set aside as ``N.damaged`` (orbax no longer sees it; nothing is deleted). When none restores,
+    nothing is moved and ``CheckpointError`` names the first and says what to do. On several processes a
+    failed restore is a ``CheckpointError`` naming the folder: the hosts would each decide alone which
+    step is intact, inside orbax's collective restore, so none is set aside for them.
     """
-    latest = self.manager.latest_step()
-    if latest is None:
-      return None
+    steps = list(steps)
+    if not steps:
+      raise errors.CheckpointError(f"{self.directory} holds no checkpoint ({what}).")
     if jax.process_count() > 1:
       try:
-        return (latest, *self.restore(latest, abstract_state))
-      except Exception as e:  # noqa: BLE001  (orbax, tensorstore, zstd and json raise many types)
+        with quiet_orbax():
+          return steps[0], restore(steps[0])
+      except Exception as e:  # noqa: BLE001
         raise errors.CheckpointError(
-            f"Checkpoint {self.step_dir(latest)} does not restore ({summary(e)}); move it away (the previous "
-            f"step resumes) or use the config that wrote it.") from e
-    (step, restored), damaged = self.first_intact(lambda s: self.restore(s, abstract_state))
+            f"Checkpoint {self.step_dir(steps[0])} ({what}) does not restore ({summary(e)}); move it away "
+            f"(the next one is used) or use the config that wrote it.") from None
+    (step, restored), damaged = self.first_intact(restore, steps)
     if step is None:
-      newest = max(damaged)
+      first = steps[0]
       raise errors.CheckpointError(
-          f"No checkpoint in {self.directory} restores; the newest, {self.step_dir(newest)}, fails with: "
-          f"{damaged[newest]}. Move the folder away to start the stage afresh, or use the config that wrote "
+          f"No checkpoint in {self.directory} restores ({what}); {self.step_dir(first)} fails with: "
+          f"{damaged[first]}. Move the folder away to train the stage afresh, or use the config that wrote "
           f"it.")
-    for bad, why in sorted(damaged.items()):
+    for bad, why in damaged.items():
       aside = self._set_aside(bad)
-      logging.warning("Checkpoint %s does not restore (%s); moved to %s, resuming from step %d.",
-                      self.step_dir(bad), why, aside, step)
+      logging.warning("Checkpoint %s (%s) does not restore (%s); moved to %s, using step %d.",
+                      self.step_dir(bad), what, why, aside.name, step)
     if damaged:
       self.manager.reload()
+    return step, restored
+
+  def restore_latest_intact(self, abstract_state):
+    """The newest checkpoint that restores, as ``(step, state, data, meta)``; None when there is none
+    (``restore_intact``'s guard: newer damaged steps are set aside)."""
+    if self.manager.latest_step() is None:
+      return None
+    step, restored = self.restore_intact(lambda s: self.restore(s, abstract_state),
+                                         sorted(self.manager.all_steps(), reverse=True), "to resume from")
     return (step, *restored)
+
+  def restore_best_intact(self, restore):
+    """``(step, restore(step))`` of the best checkpoint that restores (``ranked_steps``; damaged better
+    ones are set aside, ``restore_intact``)."""
+    return self.restore_intact(restore, self.ranked_steps(), "the best on validation")
 
   def _set_aside(self, step: int) -> epath.Path:
     target = self.directory / f"{step}.damaged"
@@ -211,6 +236,21 @@ class StageCheckpoints:
     self.manager.close()
 
 
+class quiet_orbax:  # noqa: N801  (a context manager used like a function)
+  """Holds back what orbax and tensorstore log at ERROR while a restore fails (hundreds of lines of
+  tracebacks for one truncated file): the guard reports the failure in one line instead. ``--verbosity=1``
+  shows it all."""
+
+  def __enter__(self):
+    self._level = logging.get_verbosity()
+    if self._level < logging.DEBUG:
+      logging.set_verbosity(logging.FATAL)
+    return self
+
+  def __exit__(self, *exc):
+    logging.set_verbosity(self._level)
+
+
 def summary(error: BaseException, limit: int = 240) -> str:
   """The root cause of ``error`` (orbax wraps tensorstore's and zstd's errors several times) in one line."""
   seen = set()
@@ -219,6 +259,33 @@ def summary(error: BaseException, limit: int = 240) -> str:
     error = error.__cause__ or error.__context__
   text = " ".join(str(error).split()) or "no message"
   return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def remove_temporary(workdir: epath.Path) -> list[epath.Path]:
+  """Removes the temporary folders a checkpoint write left behind (``*.orbax-checkpoint-tmp*``) in the
+  workdir's stage folders (process 0); returns them."""
+  gone = []
+  if jax.process_index() != 0:
+    return gone
+  for stage in ("stage1", "stage2"):
+    directory = epath.Path(workdir) / stage
+    if directory.is_dir():
+      for path in directory.iterdir():
+        if ".orbax-checkpoint-tmp" in path.name:
+          path.rmtree() if path.is_dir() else path.unlink()
+          gone.append(path)
+  return gone
+
+
+def newest_steps(workdir: epath.Path) -> dict[str, int]:
+  """``{stage folder: newest step folder}`` of the workdir (not checked to restore)."""
+  out = {}
+  for stage in ("stage1", "stage2"):
+    directory = epath.Path(workdir) / stage
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+    if steps:
+      out[stage] = max(steps)
+  return out
 
 
 # ============================================================================================ preemption
@@ -236,9 +303,11 @@ class Preemption:
     self.requested = False
     self.calls = 0
     self._previous = None
+    self._depth = 0   # entered for the whole run and again by each stage: the handler is installed once
 
   def __enter__(self):
-    if jax.process_count() == 1:
+    self._depth += 1
+    if self._depth == 1 and jax.process_count() == 1:
       try:
         self._previous = signal.signal(signal.SIGTERM, self._handle)
       except ValueError:   # Not the main thread: no handler.
@@ -256,7 +325,15 @@ class Preemption:
       return multihost_utils.reached_preemption_sync_point(self.calls)
     return self.requested
 
+  def check(self, where: str) -> None:
+    """Raises ``Preempted`` if a notice has come (every host at the same call): between the stages and
+    before the test, where the checkpoints already hold everything done."""
+    if self.reached():
+      logging.warning("SIGTERM: stopping %s; the checkpoints hold everything done so far.", where)
+      raise Preempted(where)
+
   def __exit__(self, *exc):
-    if self._previous is not None:
+    self._depth -= 1
+    if self._depth == 0 and self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None

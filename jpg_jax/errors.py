@@ -40,5 +40,24 @@ class OutputExistsError(UserError, FileExistsError):
 EXIT_STATUS = 2   # a user error, as argparse and absl's usage errors
 
 
+class WorkdirError(UserError, OSError):
+  """The operating system refuses the workdir (missing parent, read-only, not a directory, no space)."""
+
+
+class RunError(Exception):
+  """The run itself failed (not the input): one line on stderr, exit status ``RUN_EXIT_STATUS``."""
+
+  def __init__(self, message: str):
+    super().__init__(" ".join(line.strip() for line in str(message).splitlines() if line.strip()))
+
+
+class NonFiniteLossError(RunError, FloatingPointError):
+  """The training loss or parameters went non-finite; the message names the step, the terms and the
+  newest checkpoint."""
+
+
+RUN_EXIT_STATUS = 1
+
+
 class WorkdirBusyError(UserError, RuntimeError):
   """Another run holds the workdir (its lock file names the host, process and start time)."""

@@ -18,9 +18,10 @@ Only process 0 logs at INFO and writes metrics and result files; every process r
 each batch and takes part in checkpointing.
 
 A user error (a bad flag or config value, a missing or unreadable file, a bad image, archive or annotation
-entry, a checkpoint that does not restore: ``jpg_jax.errors.UserError``) ends in one line on stderr that
-names it and what to do, and exit status 2; ``--verbosity=1`` adds the traceback. A preempted run exits
-with 143 (128 + SIGTERM); one stopped by ``--stop_at=STAGE:STEP`` (its first steps, for diagnostics) with 0.
+entry, a checkpoint that does not restore, a workdir the system refuses: ``jpg_jax.errors.UserError``) ends
+in one line on stderr that names it and what to do, and exit status 2; a run that fails on its own side (a
+non-finite loss: ``errors.RunError``) in one line and exit status 1; ``--verbosity=1`` adds the traceback.
+A preempted run (SIGTERM at any point) exits with 143 (128 + SIGTERM); one stopped by ``--stop_at=STAGE:STEP`` (its first steps, for diagnostics) with 0.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ import jax
 from absl import app
 from absl import flags
 from absl import logging
-import ml_collections
 from etils import epath
 from ml_collections import config_flags
 
 from jpg_jax import checkpointing
+from jpg_jax import cli
 from jpg_jax import compile_cache
 from jpg_jax import config_checks
 from jpg_jax import cpu_scheduler
@@ -162,53 +163,25 @@ def quiet_third_party_info() -> None:
     logging.get_absl_handler().addFilter(_OwnInfoOnly())
 
 
-def _fail(message: str) -> None:
-  """One line on stderr, exit status 2 (``errors.EXIT_STATUS``)."""
-  print(f"jpg_jax.main: error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(errors.EXIT_STATUS)
-
-
-def _last_line(error: BaseException) -> str:
-  """The message of ``error`` without a traceback quoted in it (ml_collections quotes the config file's)."""
-  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
-  if any(l.startswith("Traceback") for l in lines):
-    return f"{lines[0].split('Traceback')[0].rstrip(': ')}: {lines[-1]}"
-  return " ".join(lines)
-
-
-def parse_flags(argv):
-  """absl's flag parsing, with a bad flag (a ``--config`` file that is not there, an unknown variant, a
-  ``--config.*`` key the config does not have, a value of the wrong type) as one line and exit status 2
-  instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(_last_line(e))
-  except (AttributeError, KeyError) as e:   # ml_collections: an override of a key the config does not have
-    lines = str(e.args[0] if e.args else e).splitlines() or [""]
-    key, hint = lines[0].strip("\"' "), " ".join(l.strip() for l in lines[1:])
-    bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and f".{key}" in a.split("=")[0]]
-    _fail(f"{' '.join(bad) or '--config.*'}: the config has no key {key!r}{'; ' + hint if hint else ''}; its "
-          f"keys are in configs/jpg.py.")
-  except OSError as e:   # a --config file that is not there, with overrides
-    _fail(f"--config: {_last_line(e)}")
+_fail = cli.fail   # one line on stderr, exit status 2
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   config = _CONFIG.value
-  if not isinstance(config, ml_collections.ConfigDict):   # config_flags' stand-in for a file it could not load
-    try:
-      config.to_json()
-    except Exception as e:  # noqa: BLE001  (whatever loading the file raised)
-      _fail(f"--config: {_last_line(e)}")
+  cli.check_config_flag()   # config_flags' stand-in for a file it could not load
   try:
     run(config)
   except errors.UserError as e:
     if logging.get_verbosity() >= logging.DEBUG:
       logging.exception("User error:")
     _fail(e)
+  except errors.RunError as e:   # the run's side (a non-finite loss): one line, exit status 1
+    if logging.get_verbosity() >= logging.DEBUG:
+      logging.exception("Run error:")
+    print(f"jpg_jax.main: error: {e}", file=sys.stderr)
+    sys.exit(errors.RUN_EXIT_STATUS)
 
 
 def run(config) -> None:
@@ -251,4 +224,4 @@ def run(config) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -20,6 +20,7 @@ import numpy as np
 from etils import epath
 from tensorboardX.proto import event_pb2
 
+from jpg_jax import errors
 from jpg_jax import evaluate as evaluate_lib
 
 METRICS = evaluate_lib.CAPTION_KEYS
@@ -77,6 +78,9 @@ def parse_runs(specs: Sequence[str]) -> list[Run]:
   runs = []
   for spec in specs:
     name, _, path = spec.rpartition("=")
+    if not os.path.exists(os.path.join(path, "results", "test_metrics.json")):
+      raise errors.MissingFileError(f"--run {spec}: {path} is not a finished run (it has no "
+                                    f"results/test_metrics.json).")
     runs.append(load_run(name or os.path.basename(os.path.normpath(path)), path))
   return runs
 

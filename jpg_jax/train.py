@@ -39,7 +39,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import errno
 import json
+import os
+import pathlib
 from typing import Callable, Sequence
 
 import jax
@@ -121,6 +124,25 @@ def stage_inputs(config, stage: int, model, state: dict, data: ip.Data, mesh, wo
   return features, feature_cache.cached_data(data, grids)
 
 
+class _finishing_writes:  # noqa: N801  (a context manager used like a function)
+  """On any error in a stage's loop, waits for the checkpoint writes in flight first (a write that failed
+  too is left to the error at hand): the workdir then holds only whole checkpoints and temporary folders."""
+
+  def __init__(self, ckpt):
+    self.ckpt = ckpt
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, tb):
+    if kind is not None:
+      try:
+        self.ckpt.wait()
+      except Exception:  # noqa: BLE001  (the write failed as well: the error at hand says why)
+        pass
+    return False
+
+
 def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption: checkpointing.Preemption,
               hooks: Sequence[Hook] = ()):
   """Trains ``stage`` from ``state`` (or from its latest checkpoint), validating and checkpointing every
@@ -147,7 +169,7 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
   progress = metric_writers.ReportProgress(stage.num_steps, writer, t.log_every_steps, t.batch_size,
                                            prefix=prefix)
   sums, count = None, 0
-  with preemption:
+  with preemption, _finishing_writes(ckpt):
     while step < stage.num_steps:
       batch = parallel.global_batch(next(stage.train_iter), mesh)
       state, terms = stage.step_fn(state, batch)
@@ -162,9 +184,7 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
         finite = means.pop(f"{prefix}train_params_finite") == 1.0
         if not (finite and np.isfinite(means[f"{prefix}train_loss"])):
           ckpt.wait()
-          raise FloatingPointError(
-              f"Stage {stage.number}: non-finite loss at step {step} ({means}); the last good checkpoint "
-              f"is step {ckpt.latest_step()} in {ckpt.directory}.")
+          raise errors.NonFiniteLossError(non_finite_message(stage.number, step, means, finite, ckpt, prefix))
         means[f"{prefix}learning_rate"] = float(stage.learning_rate(step - 1))
         writer.write_scalars(step, means)
         history.write_scalars(step, means)
@@ -177,6 +197,8 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
         val = {f"{prefix}val_{k}": v for k, v in metrics.items()}
         writer.write_scalars(step, val)
         history.write_scalars(step, val)
+      if boundary and not stop:   # a notice that came during the validation
+        stop = preemption.reached()
       if boundary or stop:
         ckpt.save(step, state, stage.train_iter.get_state(),
                   stage.meta if metrics is None else dict(stage.meta, val=metrics), metrics=metrics)
@@ -187,12 +209,24 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
                         stage.number, step)
         raise checkpointing.Preempted(f"stage {stage.number}, step {step}")
   ckpt.wait()
-  best = ckpt.best_step()
+  best, (best_state, _, _) = ckpt.restore_best_intact(lambda s: ckpt.restore(s, abstract))
   logging.info("Stage %d: best checkpoint is step %s.", stage.number, best)
-  best_state, _, _ = ckpt.restore(best, abstract)
   ckpt.close()
   writer.flush()
   return best_state, best
+
+
+def non_finite_message(number: int, step: int, means: dict, params_finite: bool, ckpt, prefix: str) -> str:
+  """One line: the stage, the step, the few terms that went non-finite, the newest checkpoint."""
+  bad = [k[len(prefix + "train_"):] for k, v in means.items() if not np.isfinite(v)]
+  bad = sorted((k for k in bad if "/" not in k), key=lambda k: ("loss" not in k, k))   # not per module
+  bad += [] if params_finite else ["the parameters"]
+  shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+  newest = ckpt.latest_step()
+  where = (f"the newest checkpoint, {ckpt.step_dir(newest)}, is intact (rerunning resumes there)"
+           if newest is not None else f"stage {number} has no checkpoint yet")
+  return (f"Stage {number}: the loss went non-finite at step {step} ({shown} not finite); {where}. Try a "
+          f"lower optim.learning_rate in a new workdir.")
 
 
 # ============================================================================================ the whole method
@@ -202,15 +236,76 @@ def train_and_evaluate(config, workdir, *, mesh=None, hooks: Sequence[Hook] = ()
   mesh = mesh if mesh is not None else parallel.make_mesh()
   # Nothing is written to the workdir before the config, the workdir and the data have been checked.
   config_checks.validate(config, mesh.size, jax.process_count())
+  check_workdir_usable(workdir)
   checkpointing.check_workdir_config(config, workdir)
   warn_random_extractor(config)
   data = ip.load_data(config)
   config_checks.validate_data(config, data)
-  with workdir_lock.WorkdirLock(workdir):   # one run at a time: a second stops here, writing nothing
-    return _train_and_evaluate(config, workdir, mesh, hooks, data)
+  try:
+    with workdir_lock.WorkdirLock(workdir):   # one run at a time: a second stops here, writing nothing
+      return _train_and_evaluate(config, workdir, mesh, hooks, data)
+  except (errors.UserError, errors.RunError, checkpointing.Preempted):
+    raise
+  except Exception as e:  # noqa: BLE001  (an OSError, or orbax's and tensorstore's wrapping of one)
+    refused = workdir_os_error(e, workdir)
+    if refused is None:
+      raise
+    checkpointing.remove_temporary(workdir)
+    newest = checkpointing.newest_steps(workdir)
+    kept = ", ".join(f"{workdir / k / str(v)}" for k, v in newest.items()) or "none"
+    raise errors.WorkdirError(f"{refused}; newest checkpoints: {kept}. Free the space or fix the folder, then "
+                              f"rerun the same command to resume.") from e
+
+
+# The operating system's refusals that concern the workdir, whatever file of it they were met on.
+_WORKDIR_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                   errno.EISDIR}
+
+
+def workdir_os_error(error: BaseException, workdir: epath.Path) -> str | None:
+  """One line for an ``OSError`` in ``error``'s chain that the workdir caused (no space, read-only, not
+  writable, not a directory), naming the path; None for any other error."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _WORKDIR_ERRNOS:
+      path = error.filename or workdir
+      if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) or str(workdir) in str(path):
+        return f"{path}: {error.strerror or os.strerror(error.errno)}"
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def check_workdir_usable(workdir: epath.Path) -> None:
+  """The workdir is, or can be made, a writable directory (a local one; ``gs://`` is orbax's to check):
+  it is not a file, and its nearest existing ancestor is a writable directory. Writes nothing."""
+  if "://" in str(workdir):
+    return
+  path = pathlib.Path(os.fspath(workdir)).absolute()
+  if path.exists() and not path.is_dir():
+    raise errors.WorkdirError(f"--workdir {path} is a file, not a directory.")
+  ancestor = next(p for p in (path, *path.parents) if p.exists())
+  if not ancestor.is_dir():
+    raise errors.WorkdirError(f"--workdir {path}: {ancestor} is a file, not a directory.")
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    raise errors.WorkdirError(f"--workdir {path}: {ancestor} is not writable (read-only, or not yours).")
+  try:
+    if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
+      raise errors.WorkdirError(f"--workdir {path}: {ancestor} is on a read-only file system.")
+  except (AttributeError, OSError):   # no statvfs on this platform
+    pass
 
 
 def _train_and_evaluate(config, workdir: epath.Path, mesh, hooks: Sequence[Hook], data: ip.Data) -> dict:
+  """The run under one preemption handler: a SIGTERM at any point ends at a checkpoint (in a stage's
+  loop) or at the next point between the parts of the run, ``checkpointing.Preempted`` either way."""
+  preemption = checkpointing.Preemption()
+  with preemption:
+    return _run(config, workdir, mesh, hooks, data, preemption)
+
+
+def _run(config, workdir: epath.Path, mesh, hooks: Sequence[Hook], data: ip.Data,
+         preemption: checkpointing.Preemption) -> dict:
   t = config.train
   lead = jax.process_index() == 0
   checkpointing.write_workdir_config(config, workdir)
@@ -221,7 +316,7 @@ def _train_and_evaluate(config, workdir: epath.Path, mesh, hooks: Sequence[Hook]
   writer = metric_writers.create_default_writer(str(workdir / "logs"), just_logging=not lead)
   history = metric_writers.JsonlWriter(workdir / "logs" / "history.jsonl") if lead else metric_writers.NullWriter()
   loop = dict(config=config, mesh=mesh, writer=writer, history=history,
-              preemption=checkpointing.Preemption(), hooks=hooks)
+              preemption=preemption, hooks=hooks)
   meta = {"config_fingerprint": config_checks.fingerprint(config),
           "vocabulary": json.loads(data.vocab.to_json())}
   train_index = data.index["train"]
@@ -230,6 +325,8 @@ def _train_and_evaluate(config, workdir: epath.Path, mesh, hooks: Sequence[Hook]
   # In a function of its own, so that what only stage 1 needs (its optimiser state, its compiled step and
   # evaluators) is freed before stage 2 starts: the peak of a run is stage 2's step (README, Performance).
   first = stage1_and_mining(config, workdir, data, mesh, loop, meta) if config.model.use_labeler else None
+  if first is not None:
+    preemption.check("after stage 1 and mining")
   gc.collect()   # Flax modules and jitted closures hold reference cycles
   label_set, assigned = (first.label_set, first.assigned) if first else (None, None)
   stage1_grids = first.grids if first else None
@@ -256,6 +353,7 @@ def _train_and_evaluate(config, workdir: epath.Path, mesh, hooks: Sequence[Hook]
       evaluate=evaluator2.run, select_metric=t.stage2_select_metric,
       meta=dict(meta, stage=2, label_set=label_json))
   best_state, best_step = run_stage(stage2, state, **loop)
+  preemption.check("before the test")
 
   # ---------------------------------------------------------------- test
   test = report_eval.ReportEvaluator(config, run2, data2, "test", label_set, mesh, with_meteor=True,
@@ -266,6 +364,7 @@ def _train_and_evaluate(config, workdir: epath.Path, mesh, hooks: Sequence[Hook]
   metrics = inference.write_test_results(config, workdir / "results", test, steps.variables_of(best_state),
                                          best_step, train_index, writer, extra)
   writer.close()
+  preemption.check("after the test (its results are written; rerunning scores it again)")
   return metrics
 
 

@@ -268,7 +268,7 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(t
   assert step == 1 and data == {"position": 1} and meta == {"stage": 2} and float(state["params"]["w"][0]) == 1
   assert sorted(p.name for p in directory.iterdir()) == ["1", "2.damaged", "3.damaged"]
   warned = " ".join(r.getMessage() for r in caplog.records)
-  assert f"Checkpoint {directory / '3'} does not restore" in warned and f"{directory / '2'}" in warned
+  assert f"Checkpoint {directory / '3'} (to resume from) does not restore" in warned and f"{directory / '2'}" in warned
   ckpt.save(2, _tiny_state(2), {"position": 2}, {"stage": 2}, metrics={"BLEU_4": 0.2})   # training goes on
   ckpt.wait()
   assert ckpt.latest_step() == 2
@@ -278,8 +278,8 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(t
   damage_checkpoint_item(directory / "1", "state")
   damage_checkpoint_item(directory / "2", "state")
   ckpt = checkpointing.StageCheckpoints(directory, keep=5, metric="BLEU_4")
-  with pytest.raises(errors.CheckpointError, match=f"No checkpoint in {directory} restores; the newest, "
-                                                   f"{directory / '2'}, fails") as e:
+  with pytest.raises(errors.CheckpointError, match=re.escape(f"No checkpoint in {directory} restores (to resume "
+                                                             f"from); {directory / '2'} fails")) as e:
     ckpt.restore_latest_intact(abstract)
   _one_line(e.value)
   assert sorted(p.name for p in directory.iterdir()) == ["1", "2", "2.damaged", "3.damaged"]
@@ -334,3 +334,39 @@ def test_a_busy_workdir_stops_the_second_run_and_a_dead_holders_lock_is_taken_ov
       assert json.loads((workdir / ".lock").read_text())["pid"] == os.getpid()
   assert f"taking over the lock of pid {holder.pid}" in caplog.text
   assert not (workdir / ".lock").exists()
+
+
+# The tools' wrong arguments: each ends in one line naming the flag or the path, exit status 2.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL_CASES = [
+    ("attention_map", ["--config=configs/jpg.py:smoke", "--workdir=/nonexistent", "--id=x", "--output={t}/a.png"],
+     "/nonexistent has no vocab.json"),
+    ("compare", ["--run=BASE=/nonexistent"], "/nonexistent is not a finished run"),
+    ("convert_resnet", ["--torch_checkpoint=/nonexistent.pth", "--output={t}/out"], "/nonexistent.pth is not a file"),
+    ("curves", ["--workdir=/nonexistent", "--output={t}/c.png"], "no TensorBoard event files"),
+    ("diagnose", ["--config=configs/nope.py"], "No such file or directory: 'configs/nope.py'"),
+    ("examples", ["--output={t}/e.html"], "Flag --run must have a value"),
+    ("export_extractor", ["--workdir=/nonexistent", "--output={t}/out"], "/nonexistent holds no config.json"),
+    ("findings_agreement", ["--archive=/nonexistent.tgz"], "/nonexistent.tgz does not exist"),
+    ("probe", ["--config=configs/jpg.py:smoke", "--config.nokey=1"], "has no key"),
+    ("provenance", ["--bogus"], "Unknown command line flag 'bogus'"),
+    ("synthetic_table2", ["--root={t}/r", "--rows=NOPE"], "--rows: unknown ['NOPE']"),
+]
+
+
+@pytest.mark.parametrize("tool, args, message", TOOL_CASES, ids=[c[0] for c in TOOL_CASES])
+def test_every_tool_refuses_wrong_arguments_in_one_line(tool, args, message, tmp_path):
+  """Nothing is written where the arguments point."""
+  args = [a.format(t=tmp_path) for a in args]
+  out = subprocess.run([sys.executable, "-m", f"jpg_jax.tools.{tool}", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"))
+  lines = [l for l in out.stderr.splitlines() if not re.match(r"[IW]\d{4} ", l)]
+  assert out.returncode == errors.EXIT_STATUS, out.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: ") and message in lines[0], lines
+  assert not any(tmp_path.iterdir())
+
+
+def test_every_command_module_under_tools_is_in_the_wrong_arguments_test():
+  tools = {p[:-3] for p in os.listdir(os.path.join(ROOT, "jpg_jax", "tools"))
+           if p.endswith(".py") and "cli.run(" in open(os.path.join(ROOT, "jpg_jax", "tools", p)).read()}
+  assert tools == {c[0] for c in TOOL_CASES}

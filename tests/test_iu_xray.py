@@ -224,3 +224,47 @@ def test_openi_png_layout_for_paper_split(tmp_path, iu_xray_dir, iu_reports):
   from_archive = _build("iu_xray/paper", tmp_path / "tfds_tgz", manual)
   assert from_archive.info.splits["test"].num_examples == 578
   assert from_archive.as_data_source("test")[0]["id"] == ex["id"]
+
+
+# ---------------------------------------------------------------------------- a damaged folder (issue P)
+def _cmyk_jpeg() -> bytes:
+  buf = io.BytesIO()
+  Image.new("CMYK", (6, 5), (0, 0, 0, 40)).save(buf, "JPEG")
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("annotation_not_json", "annotation.json is not valid JSON"),
+    ("zero_byte_png", "1.png.*is empty"),
+    ("text_as_png", "0.png.*cannot be decoded"),
+])
+def test_a_damaged_folder_fails_in_one_line_naming_the_file(tmp_path, small_manual, damage, expected):
+  """Each damage ends the build in one line naming the file; nothing is left in the data dir that a fixed
+  folder would trip on (the same command then builds)."""
+  manual, ids = small_manual
+  files = {"annotation_not_json": manual / "annotation.json", "zero_byte_png": manual / "images" / ids[0] / "1.png",
+           "text_as_png": manual / "images" / ids[1] / "0.png"}
+  original = files[damage].read_bytes()
+  if damage == "annotation_not_json":
+    (manual / "annotation.json").write_text('{"train": [')
+  elif damage == "zero_byte_png":
+    (manual / "images" / ids[0] / "1.png").write_bytes(b"")
+  elif damage == "text_as_png":
+    (manual / "images" / ids[1] / "0.png").write_text("a radiograph, honestly")
+  with pytest.raises(errors.UserError, match=expected) as e:
+    _build("iu_xray/r2gen", tmp_path / "tfds", manual)
+  assert "\n" not in str(e.value)
+  files[damage].write_bytes(original)   # the folder fixed: the same command builds in the same data dir
+  builder = _build("iu_xray/r2gen", tmp_path / "tfds", manual)
+  assert sum(s.num_examples for s in builder.info.splits.values()) == 9
+
+
+def test_a_cmyk_jpeg_and_stray_files_in_the_folder_are_read_or_ignored(tmp_path, small_manual):
+  """A CMYK JPEG under a .png name is read as grey (8-bit mode); files that are not an entry's images
+  (notes, thumbnails, hidden files) are not read at all."""
+  manual, ids = small_manual
+  (manual / "images" / ids[0] / "0.png").write_bytes(_cmyk_jpeg())
+  (manual / "images" / ids[0] / "notes.txt").write_text("not an image")
+  (manual / "images" / ".DS_Store").write_bytes(b"\x00\x01")
+  builder = _build("iu_xray/r2gen", tmp_path / "tfds", manual)
+  assert sum(s.num_examples for s in builder.info.splits.values()) == 9

@@ -204,6 +204,32 @@ def test_predict_two_images_writes_only_to_its_output_dir(run, tmp_path):
   assert _files(workdir) == before
 
 
+@pytest.mark.parametrize("case", ["missing", "folder", "text", "rgba_tiny", "sixteen_bit_wide"])
+def test_predict_on_bad_or_odd_files(run, tmp_path, case):
+  """A missing file, a folder and a text file end in one line naming the file, writing nothing; an image
+  of another mode (RGBA, 16-bit) or size (3 x 5, 40 x 900) is read by the builders' rule and predicted."""
+  config, workdir, _ = run
+  good = tmp_path / "good.png"
+  Image.fromarray((np.random.default_rng(0).random((80, 70)) * 255).astype(np.uint8)).save(good)
+  odd = tmp_path / "odd.png"
+  if case == "folder":
+    odd.mkdir()
+  elif case == "text":
+    odd.write_text("a radiograph\n")
+  elif case == "rgba_tiny":
+    Image.new("RGBA", (3, 5), (10, 200, 30, 128)).save(odd)
+  elif case == "sixteen_bit_wide":
+    Image.fromarray(np.linspace(0, 4095, 40 * 900).reshape(40, 900).astype(np.uint16)).save(odd)
+  out = tmp_path / "out"
+  if case in ("missing", "folder", "text"):
+    with pytest.raises(errors.UserError, match=re.escape(str(odd))) as e:
+      inference.predict(config, str(workdir), [str(good), str(odd)], str(out))
+    assert "\n" not in str(e.value) and not out.exists()
+  else:
+    result = inference.predict(config, str(workdir), [str(good), str(odd)], str(out))
+    assert isinstance(result["report"], str)
+
+
 def _copy_run(workdir, tmp_path) -> pathlib.Path:
   import shutil
   return pathlib.Path(shutil.copytree(workdir, tmp_path / "copy"))
@@ -365,8 +391,13 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_synthetic, tmp_path, 
     return step
 
   monkeypatch.setattr(steps, "jit_train_step", nan_from_step_3)
-  with pytest.raises(FloatingPointError, match="non-finite loss at step 3 .*the last good checkpoint is step 2"):
+  with pytest.raises(errors.NonFiniteLossError) as e:
     train.train_and_evaluate(config, str(tmp_path))
+  message = str(e.value)
+  assert message.startswith("Stage 2: the loss went non-finite at step 3 (loss") and len(message) < 240 + len(
+      str(tmp_path)), message
+  assert "/" not in message.split("(")[1].split(")")[0] and f"{tmp_path / 'stage2' / '2'}, is intact" in message
+  assert isinstance(e.value, FloatingPointError) and not isinstance(e.value, errors.UserError)
   import orbax.checkpoint as ocp
   saved = sorted(int(p.name) for p in (tmp_path / "stage2").iterdir() if p.name.isdigit())
   assert saved == [2]
@@ -557,3 +588,112 @@ def test_export_extractor_writes_stage1s_extractor_for_another_run(run, tmp_path
   again = subprocess.run([sys.executable, "-m", "jpg_jax.tools.export_extractor", f"--workdir={tmp_path}",
                           f"--output={tmp_path / 'x'}"], capture_output=True, text=True, cwd=ROOT)
   assert again.returncode == 2 and "not a run's workdir" in again.stderr.splitlines()[-1]
+
+
+# ------------------------------------------------------------------ the workdir survives its users (issue P)
+class _SigtermAt:
+  """A hook that sends this process SIGTERM during step ``step`` of ``stage`` (before its validation)."""
+
+  def __init__(self, stage: int, step: int):
+    self.stage, self.step = stage, step
+
+  def __call__(self, stage, step):
+    if (stage, step) == (self.stage, self.step):
+      os.kill(os.getpid(), signal.SIGTERM)
+    return False
+
+
+def test_sigterm_during_the_last_step_ends_at_a_checkpoint_and_the_rerun_finishes(tiny_synthetic, tmp_path):
+  """The notice arrives while stage 2's last step validates: the step is checkpointed, no test is run
+  (Preempted: exit 143 in main), and the same command then only tests."""
+  data_dir, _ = tiny_synthetic
+  config = _base_config(data_dir, stage2_epochs=1)   # 6 steps
+  with pytest.raises(checkpointing.Preempted):
+    train.train_and_evaluate(config, str(tmp_path), hooks=[_SigtermAt(2, 6)])
+  assert (tmp_path / "stage2" / "6").is_dir() and not (tmp_path / "results").exists()
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(metrics["BLEU_4"]) and (tmp_path / "results" / "test_metrics.json").exists()
+
+
+# Restoring damaged arrays leaves tensorstore futures whose errors nobody reads (they are in the error).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::RuntimeWarning")
+def test_a_damaged_older_best_checkpoint_is_set_aside_and_the_run_completes(tiny_synthetic, tmp_path, caplog,
+                                                                            capfd):
+  """BASE validated every 2 steps and stopped at step 10 of 12; the best checkpoint (not the latest) is
+  damaged: the resumed run sets it aside in one line, ends on the next best, and orbax prints nothing."""
+  data_dir, _ = tiny_synthetic
+  config = _base_config(data_dir, stage2_epochs=2, eval_every_epochs=1 / 3, keep_checkpoints=6)
+  with pytest.raises(checkpointing.Preempted):
+    train.train_and_evaluate(config, str(tmp_path), hooks=[main.StopAt("2:10")])
+  ckpt = checkpointing.StageCheckpoints(tmp_path / "stage2", 6, config.train.stage2_select_metric)
+  ranked = ckpt.ranked_steps()
+  ckpt.close()
+  best = next(s for s in ranked if s != 10)   # damage the best that is not the latest
+  damage_checkpoint_item(tmp_path / "stage2" / str(best), "state")
+  capfd.readouterr()
+  with caplog.at_level("WARNING"):
+    metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert (tmp_path / "stage2" / f"{best}.damaged").is_dir()
+  said = [r.getMessage() for r in caplog.records if "does not restore" in r.getMessage()]
+  assert len(said) == 1 and f"{best}.damaged" in said[0] and len(said[0]) < 600, said
+  saved = json.loads((tmp_path / "results" / "test_metrics.json").read_text())
+  assert saved["checkpoint_step"] != best and np.isfinite(metrics["BLEU_4"])
+  err = capfd.readouterr().err
+  assert "Traceback" not in err, err[-2000:]
+  gc.collect()
+
+
+def test_two_runs_on_one_workdir_leave_the_first_untouched(tiny_synthetic, tmp_path):
+  """The same command typed twice: the second stops in one line naming the first (exit 2) and writes
+  nothing; the first finishes with every history row once."""
+  data_dir, _ = tiny_synthetic
+  cmd = [sys.executable, "-m", "jpg_jax.main", "--config=configs/jpg.py:smoke,base", f"--workdir={tmp_path}",
+         f"--config.dataset.data_dir={data_dir}", "--config.train.log_every_steps=1"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  first = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while time.time() < deadline and not (tmp_path / ".lock").exists():
+    time.sleep(0.1)
+  second = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+  _, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err[-3000:]
+  assert second.returncode == errors.EXIT_STATUS
+  line = second.stderr.strip().splitlines()[-1]
+  assert line.startswith("jpg_jax.main: error: ") and f"pid {first.pid}" in line, second.stderr[-2000:]
+  rows = [json.loads(l) for l in (tmp_path / "logs" / "history.jsonl").read_text().splitlines()]
+  steps = [r["step"] for r in rows if "stage2/train_loss" in r]
+  assert steps == sorted(set(steps)) and (tmp_path / "results" / "test_metrics.json").exists()
+  assert not (tmp_path / ".lock").exists()
+
+
+def test_os_errors_on_the_workdir_end_in_one_line(tiny_synthetic, tmp_path, monkeypatch):
+  """A workdir that is a file or under a file stops before anything is written; a disk that fills at a
+  checkpoint ends in one line naming the path and the newest checkpoint, the temporary folder removed."""
+  import errno as errno_lib
+  data_dir, _ = tiny_synthetic
+  config = _base_config(data_dir, eval_every_epochs=1 / 3)   # a checkpoint every 2 steps
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  for workdir, expected in ((a_file, "is a file, not a directory"), (a_file / "run", f"{a_file} is a file")):
+    with pytest.raises(errors.WorkdirError, match=re.escape(expected)) as e:
+      train.train_and_evaluate(config, str(workdir))
+    assert "\n" not in str(e.value)
+  saves = []
+  save = checkpointing.StageCheckpoints.save
+
+  def fills_at_the_second(self, step, *args, **kwargs):
+    saves.append(step)
+    if len(saves) == 2:
+      (self.directory / f"{step}.orbax-checkpoint-tmp-1").mkdir(parents=True)   # what a cut write leaves
+      raise OSError(errno_lib.ENOSPC, "No space left on device", str(self.directory / str(step)))
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpointing.StageCheckpoints, "save", fills_at_the_second)
+  workdir = tmp_path / "run"
+  with pytest.raises(errors.WorkdirError) as e:
+    train.train_and_evaluate(config, str(workdir))
+  message = str(e.value)
+  assert "No space left on device" in message and f"newest checkpoints: {workdir / 'stage2' / '2'}" in message
+  assert "\n" not in message and isinstance(e.value, OSError)
+  assert sorted(p.name for p in (workdir / "stage2").iterdir()) == ["2"]
+  assert not (workdir / ".lock").exists()

@@ -22,9 +22,11 @@ from ml_collections import config_flags
 from PIL import Image
 
 from jpg_jax import datasets
+from jpg_jax import errors
 from jpg_jax import input_pipeline as ip
 from jpg_jax import text
 from jpg_jax import inference
+from jpg_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
@@ -45,13 +47,16 @@ def example_views(config, split: str, example_id: str):
     if _str(ex["id"]) == example_id:
       views = [np.asarray(Image.open(io.BytesIO(ex[v])).convert("L")) for v in datasets.views(config.dataset.name)]
       return views, text.clean_report(_str(ex["findings"]), datasets.report_cleaning(config.dataset.name))
-  raise KeyError(f"No example {example_id!r} in the {split} split of {config.dataset.name}.")
+  raise errors.InputError(f"--id: no example {example_id!r} in the {split} split of {config.dataset.name}.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   config = _CONFIG.value
+  for needed in ("vocab.json", "stage2"):
+    if not os.path.exists(os.path.join(_WORKDIR.value, needed)):
+      raise errors.MissingFileError(f"--workdir {_WORKDIR.value} has no {needed}: not a finished run's workdir.")
   views, cleaned = example_views(config, _SPLIT.value, _ID.value)
   out_dir = os.path.dirname(os.path.abspath(_OUTPUT.value))
   result = inference.predict_views(config, _WORKDIR.value, views, out_dir, _OUTPUT.value)
@@ -63,5 +68,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir", "id", "output"])
-  app.run(main)
+  cli.run(main, required=["config", "workdir", "id", "output"])

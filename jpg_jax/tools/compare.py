@@ -27,6 +27,7 @@ from absl import app
 from absl import flags
 
 from jpg_jax import results
+from jpg_jax import cli
 
 _RUNS = flags.DEFINE_multi_string("run", None, "NAME=WORKDIR of a finished run (repeat).")
 _REFERENCE = flags.DEFINE_string("reference", "BASE", "The run the significance test compares with.")
@@ -75,5 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["run"])
-  app.run(main)
+  cli.run(main, required=["run"])

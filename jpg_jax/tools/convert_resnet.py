@@ -13,16 +13,15 @@ anything else is refused unless ``--overwrite``: the tool never deletes what it 
 
 from __future__ import annotations
 
-import sys
 
 import jax
-from absl import app
 from absl import flags
 from etils import epath
 
 from jpg_jax import errors
 from jpg_jax import resnet_weights
 from jpg_jax.tools import convert_torch
+from jpg_jax import cli
 
 _DEPTH = flags.DEFINE_integer("depth", 101, "ResNet depth: 18, 34, 50 or 101.")
 _TORCH = flags.DEFINE_string("torch_checkpoint", None, "torchvision state_dict (.pth).")
@@ -75,12 +74,10 @@ def main(argv):
     variables = convert_state_dict(load_torch_state_dict(_TORCH.value), _DEPTH.value)
     save(variables, _OUTPUT.value, _TORCH.value, _OVERWRITE.value, _DEPTH.value)
   except errors.UserError as e:
-    print(f"convert_resnet: error: {e}", file=sys.stderr)
-    sys.exit(errors.EXIT_STATUS)
+    cli.fail(e)
   n = sum(x.size for x in jax.tree.leaves(variables["params"]))
   print(f"ResNet-{_DEPTH.value}: {n:,} parameters written to {_OUTPUT.value}")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["torch_checkpoint", "output"])
-  app.run(main)
+  cli.run(main, required=["torch_checkpoint", "output"])

@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jpg_jax import diagnostics
+from jpg_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Training cases the diagnostics are taken over.")
@@ -28,5 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main, required=["config"])

@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 
 from jpg_jax import results
+from jpg_jax import cli
 
 _RUNS = flags.DEFINE_multi_string("run", None, "NAME=WORKDIR of a finished run (repeat; shown in order).")
 _IDS = flags.DEFINE_list("ids", [], "Test example ids to show.")
@@ -43,5 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["run", "output"])
-  app.run(main)
+  cli.run(main, required=["run", "output"])

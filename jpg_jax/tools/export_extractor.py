@@ -15,7 +15,6 @@ extra supervision of the extractor (docs/results.md).
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -24,6 +23,7 @@ from etils import epath
 from jpg_jax import checkpointing
 from jpg_jax import errors
 from jpg_jax import resnet_weights
+from jpg_jax import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run's workdir with a stage1/ checkpoint.")
 _OUTPUT = flags.DEFINE_string("output", None, "The folder to write (new, empty, or written by this tool).")
@@ -71,12 +71,10 @@ def main(argv):
   try:
     step, m = export(_WORKDIR.value, _OUTPUT.value, _OVERWRITE.value)
   except errors.UserError as e:
-    print(f"export_extractor: error: {e}", file=sys.stderr)
-    sys.exit(errors.EXIT_STATUS)
+    cli.fail(e)
   print(f"ResNet-{m['resnet_depth']} (width {m['resnet_width']}) of {_WORKDIR.value} stage-1 step {step} "
         f"written to {_OUTPUT.value}")
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["workdir", "output"])
-  app.run(main)
+  cli.run(main, required=["workdir", "output"])

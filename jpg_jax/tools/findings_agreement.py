@@ -18,6 +18,7 @@ from etils import epath
 
 from jpg_jax import findings
 from jpg_jax.datasets import openi
+from jpg_jax import cli
 
 _ARCHIVE = flags.DEFINE_string("archive", None, "Open-i's NLMCXR_reports.tgz.")
 _ANNOTATION = flags.DEFINE_string("annotation", "", "R2Gen's annotation.json, to score one of its splits.")
@@ -41,5 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["archive"])
-  app.run(main)
+  cli.run(main, required=["archive"])

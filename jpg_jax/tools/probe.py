@@ -11,6 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jpg_jax import probe
+from jpg_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 264, "Training steps.")
@@ -29,5 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main, required=["config"])

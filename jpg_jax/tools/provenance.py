@@ -19,6 +19,7 @@ from absl import flags
 from etils import epath
 
 from jpg_jax import provenance
+from jpg_jax import cli
 
 _CONFIG = flags.DEFINE_string("config", "configs/jpg.py", "A config file, optionally with :variants.")
 _DEPARTURES = flags.DEFINE_bool("departures", False, "Only the departures from the paper.")
@@ -82,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

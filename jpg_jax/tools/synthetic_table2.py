@@ -21,6 +21,7 @@ import sys
 from absl import app
 from absl import flags
 from etils import epath
+from jpg_jax import cli
 
 _ROOT = flags.DEFINE_string("root", None, "Where the runs go: ROOT/<row>/<seed>.")
 _SEEDS = flags.DEFINE_list("seeds", ["42", "43", "44"], "Seeds (each row runs every one).")
@@ -99,5 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["root"])
-  app.run(main)
+  cli.run(main, required=["root"])
