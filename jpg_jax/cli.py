@@ -68,7 +68,7 @@ def check_config_flag() -> None:
   if "config" not in flags.FLAGS:
     return
   config = flags.FLAGS["config"].value
-  if config is not None and not isinstance(config, ml_collections.ConfigDict):
+  if config is not None and not isinstance(config, (ml_collections.ConfigDict, str)):
     try:
       config.to_json()
     except Exception as e:  # noqa: BLE001  (whatever loading the file raised)

@@ -184,6 +184,15 @@ def main(argv):
     sys.exit(errors.RUN_EXIT_STATUS)
 
 
+ORIGINAL_KEYS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L")
+
+
+def original_names(metrics: dict) -> str:
+  """The test metrics as R2Gen's and CMN's trainers log them (``modules/trainer.py``: ``'\t{:15s}: {}'``
+  of ``test_BLEU_1`` ...), so that the lines compare one to one with their logs."""
+  return "\n".join(f"\t{'test_' + k:15s}: {metrics[k]}" for k in ORIGINAL_KEYS if k in metrics)
+
+
 def run(config) -> None:
   """The mode the flags ask for."""
   quiet_third_party_info()
@@ -210,6 +219,7 @@ def run(config) -> None:
   elif _MODE.value == "evaluate":
     metrics = inference.evaluate_checkpoint(config, _WORKDIR.value, _OUTPUT_DIR.value)
     _print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))
+    _print(original_names(metrics))
   elif _MODE.value == "predict":
     attention_png = None if _ATTENTION.value == "none" else _ATTENTION.value
     _print(json.dumps(inference.predict(config, _WORKDIR.value, _IMAGES.value, _OUTPUT_DIR.value,

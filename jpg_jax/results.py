@@ -204,6 +204,16 @@ class SeedCell:
   p_value: float | None       # paired t-test against the reference model (see seed_table)
   significant: bool           # higher than the reference's mean with p < SIGNIFICANCE_LEVEL
 
+  @property
+  def interval(self) -> tuple[float, float] | None:
+    """The 95% interval of the mean over the seeds (Student's t, n - 1 degrees of freedom); None for one."""
+    n = len(self.values)
+    if n < 2:
+      return None
+    from scipy import stats as scipy_stats
+    half = float(scipy_stats.t.ppf(0.975, n - 1)) * self.sd / np.sqrt(n)
+    return self.mean - half, self.mean + half
+
 
 def run_value(run: Run, column: str) -> float | None:
   """A ``SEED_COLUMNS`` figure of ``run`` (None where the run has none: BASE mines no labels)."""
@@ -215,8 +225,12 @@ def run_value(run: Run, column: str) -> float | None:
   return float(value)
 
 
-def _seed(run: Run):
+def seed_of(run: Run):
+  """The run's seed (``config.json``), or its workdir where the config has none."""
   return run.config.get("seed", run.workdir)
+
+
+_seed = seed_of
 
 
 def seed_table(runs: Sequence[Run], reference: str = "BASE"
@@ -279,6 +293,42 @@ def format_seed_table(seeds: Sequence, table: Mapping[str, Mapping[str, SeedCell
   note = (f"mean +- sd over seeds {', '.join(map(str, seeds))}; {DAGGER}: higher than {reference}, p < "
           f"{SIGNIFICANCE_LEVEL}: paired t-test on per-report scores pooled over the seeds (BLEU, METEOR, "
           f"ROUGE-L), over the seeds' values (the others).")
+  return _render(header, rows, markdown) + ("\n\n" if markdown else "\n") + note
+
+
+def paper_comparable(run: Run) -> bool:
+  """Whether the paper's Table 2 numbers speak of ``run``'s data: IU X-Ray only (not the synthetic set,
+  not MIMIC-CXR)."""
+  dataset = run.config.get("dataset", {}).get("name", "") if isinstance(run.config, dict) else ""
+  return dataset.startswith("iu_xray")
+
+
+def format_seed_intervals(seeds: Sequence, table: Mapping[str, Mapping[str, SeedCell]],
+                          paper: Mapping[str, tuple] | None = None, markdown: bool = False) -> str:
+  """Per model and caption metric: the mean, the 95% interval over the seeds and, where ``paper`` gives the
+  model's Table 2 row (runs on IU X-Ray), the paper's value and its distance from the mean in standard
+  deviations over the seeds ((paper - mean) / sd)."""
+  paper = paper or {}
+  header = ["METHOD"] + [METRIC_NAMES[m] for m in METRIC_NAMES]
+  rows = []
+  for name, row in table.items():
+    cells = []
+    for k, metric in enumerate(METRIC_NAMES):
+      c = row.get(metric)
+      if c is None:
+        cells.append("-")
+        continue
+      lo_hi = c.interval
+      text = f"{c.mean:.3f} [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else f"{c.mean:.3f} (one seed)"
+      value = paper.get(name, (None,) * len(METRIC_NAMES))[k]
+      if value is not None:
+        z = f"{(value - c.mean) / c.sd:+.1f} sd" if c.sd > 0 else "sd 0"
+        text += f" | paper {value:.3f}, {z}"
+      cells.append(text)
+    rows.append([name] + cells)
+  note = (f"mean [95% interval over seeds {', '.join(map(str, seeds))}, Student's t]"
+          + ("; paper: Table 2's value, (paper - mean) / sd over the seeds" if paper else
+             "; no paper column: the paper's Table 2 is IU X-Ray's, these runs are not"))
   return _render(header, rows, markdown) + ("\n\n" if markdown else "\n") + note
 
 

@@ -467,3 +467,53 @@ def warn_random_extractor(config) -> None:
     logging.info("%s", message)
   else:
     logging.warning("%s", message)
+
+
+# ============================================================================================ an imported run
+def write_imported_run(config, workdir, variables: dict, imported: dict, *, mesh=None) -> int:
+  """Writes ``workdir`` as a finished stage-2-only run (BASE, R2Gen, CMN) whose checkpoint holds
+  ``variables`` (``params`` and ``batch_stats`` of a model trained elsewhere: ``tools/import_torch``).
+
+  The workdir then holds what a run of ``config`` would: ``config.json``, ``vocab.json`` (built from the
+  config's training reports as the run builds it) and ``stage2/N``, N being the run's last step, with a
+  full train state (the optimiser's state fresh: a released checkpoint's is torch's) and the data
+  iterator's position, so that ``--mode=evaluate`` and ``--mode=predict`` read it as any finished run and
+  ``--mode=train`` goes straight to the test. ``imported`` (the source file, its epoch and
+  ``monitor_best``) goes into the checkpoint's meta and ``imported.json``. Returns N.
+  """
+  workdir = epath.Path(workdir)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  if config.model.use_labeler:
+    raise errors.ConfigError("Only stage-2-only models (:base, :r2gen, :cmn) can be imported: the config has "
+                             "model.use_labeler=True.")
+  config_checks.validate(config, mesh.size, jax.process_count())
+  check_workdir_usable(workdir)
+  for held in ("stage2", "config.json"):
+    if (workdir / held).exists():
+      raise errors.OutputExistsError(f"--workdir {workdir} already holds {held}: import into a new workdir.")
+  data = ip.load_data(config)
+  config_checks.validate_data(config, data)
+  with workdir_lock.WorkdirLock(workdir):
+    model = steps.create_model(config, data.vocab, None, stage=2)
+    per_epoch = max(len(data.index["train"]) // config.train.batch_size, 1)
+    optimizer, lr = steps.make_optimizer(config, steps.param_shapes(model, config), per_epoch, 2)
+    state = steps.create_train_state(model, optimizer, config, init_seed(config, 2, False), mesh)
+    placed = lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding)
+    for collection in ("params", "batch_stats"):
+      if collection in state:
+        state[collection] = jax.tree.map(placed, variables[collection], state[collection])
+    num_steps = int(config.train.stage2_epochs * per_epoch)
+    state["step"] = placed(num_steps, state["step"])
+    checkpointing.write_workdir_config(config, workdir)
+    data.vocab.save(workdir / "vocab.json")
+    meta = {"config_fingerprint": config_checks.fingerprint(config),
+            "vocabulary": json.loads(data.vocab.to_json()), "stage": 2, "label_set": None,
+            "imported": imported}
+    stage = build_stage(2, config, workdir, mesh, model, data, mining.targets(config, data.vocab), optimizer,
+                        lr, steps_per_epoch=per_epoch, epochs=config.train.stage2_epochs, evaluate=None,
+                        select_metric=config.train.stage2_select_metric, meta=meta)
+    stage.checkpoints.save(num_steps, state, stage.train_iter.get_state(), meta)
+    stage.checkpoints.wait()
+    stage.checkpoints.close()
+    (workdir / "imported.json").write_text(json.dumps(dict(imported, step=num_steps), indent=1))
+  return num_steps

@@ -73,6 +73,24 @@ def test_forward_matches_the_original(kind):
   np.testing.assert_allclose(got, expected, atol=1e-4 * max(1.0, np.abs(expected).max()))
 
 
+def torch_beam_search(net, images, beam: int, max_len: int):
+  """The original's beam search (R2Gen's ``_sample`` with its beam search) over ``images`` (B, 2, 3, H, W):
+  per case, the finished beams best first (``done[b][0]["seq"]``)."""
+  ed = net.encoder_decoder
+  with torch.no_grad():
+    att_feats, att_masks = ed.prepare(net.att_feats(images))
+    hidden = ed.model.encode(att_feats, att_masks)
+    first = torch.zeros(images.shape[0], 1, dtype=torch.long)
+    init_logprobs = ed.core_logprobs(first, hidden, att_masks)
+    hidden_b, masks_b = (x.repeat_interleave(beam, 0) for x in (hidden, att_masks))
+
+    def get_logprobs_state(it, state):
+      ys = torch.cat([state[0][0], it.unsqueeze(1)], dim=1)
+      return ed.core_logprobs(ys, hidden_b, masks_b), [ys.unsqueeze(0)]
+
+    return ref.r2gen_beam_search(init_logprobs, get_logprobs_state, [first.unsqueeze(0)], beam, max_len)
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_beam_search_matches_the_original(kind):
   """Beam 3 over the incremental decoder (key/value cache; R2Gen: the relational memory's state, cached
@@ -81,19 +99,7 @@ def test_beam_search_matches_the_original(kind):
   net, model, variables = _pair(kind, seed=3)
   images, _, images_f = _inputs(seed=4)
   beam, max_len = 3, 14
-  ed = net.encoder_decoder
-  with torch.no_grad():
-    att_feats, att_masks = ed.prepare(net.att_feats(images))
-    hidden = ed.model.encode(att_feats, att_masks)
-    first = torch.zeros(2, 1, dtype=torch.long)
-    init_logprobs = ed.core_logprobs(first, hidden, att_masks)
-    hidden_b, masks_b = (x.repeat_interleave(beam, 0) for x in (hidden, att_masks))
-
-    def get_logprobs_state(it, state):
-      ys = torch.cat([state[0][0], it.unsqueeze(1)], dim=1)
-      return ed.core_logprobs(ys, hidden_b, masks_b), [ys.unsqueeze(0)]
-
-    done = ref.r2gen_beam_search(init_logprobs, get_logprobs_state, [first.unsqueeze(0)], beam, max_len)
+  done = torch_beam_search(net, images, beam, max_len)
   tokens, _ = jax.jit(lambda v, i: decode.generate_reports(model, v, i, beam=beam, max_len=max_len))(
       variables, images_f)
   lengths = []

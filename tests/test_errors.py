@@ -349,7 +349,10 @@ TOOL_CASES = [
     ("export_extractor", ["--workdir=/nonexistent", "--output={t}/out"], "/nonexistent holds no config.json"),
     ("findings_agreement", ["--archive=/nonexistent.tgz"], "/nonexistent.tgz does not exist"),
     ("probe", ["--config=configs/jpg.py:smoke", "--config.nokey=1"], "has no key"),
+    ("import_torch", ["--model=r2gen", "--checkpoint=/nonexistent.pth", "--config=configs/jpg.py:smoke,r2gen",
+                      "--workdir={t}/w"], "--checkpoint /nonexistent.pth is not a file"),
     ("provenance", ["--bogus"], "Unknown command line flag 'bogus'"),
+    ("seeds", ["--config=configs/jpg.py:smoke", "--root={t}/r", "--seeds=a"], "--seeds: 'a' is not an integer"),
     ("synthetic_table2", ["--root={t}/r", "--rows=NOPE"], "--rows: unknown ['NOPE']"),
 ]
 

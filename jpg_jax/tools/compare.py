@@ -45,13 +45,20 @@ def main(argv):
       seeds, table = results.seed_table(runs, _REFERENCE.value)
     except ValueError as e:   # models with different seeds, or one seed twice
       raise app.UsageError(str(e)) from None
+    paper = {r.name: results.PAPER_TABLE2[r.name] for r in runs
+             if results.paper_comparable(r) and r.name in results.PAPER_TABLE2}
     print(results.format_seed_table(seeds, table, _REFERENCE.value))
+    print()
+    print(results.format_seed_intervals(seeds, table, paper))
     if _MARKDOWN.value:
       with open(_MARKDOWN.value, "w") as f:
-        f.write(results.format_seed_table(seeds, table, _REFERENCE.value, markdown=True) + "\n")
+        f.write(results.format_seed_table(seeds, table, _REFERENCE.value, markdown=True) + "\n\n")
+        f.write(results.format_seed_intervals(seeds, table, paper, markdown=True) + "\n")
     return
   table = results.table2(runs, _REFERENCE.value)
   print(results.format_table2(table, _REFERENCE.value))
+  print(f"One run per row ({', '.join(f'{r.name}: seed {results.seed_of(r)}' for r in runs)}): no spread over "
+        f"seeds; give each name several --run (one per seed) for mean, sd and 95% intervals.")
   blocks = (("clinical", "Clinical efficacy (findings read from the reports against the cases' true findings)"),
             ("chexpert", "Clinical efficacy (CheXpert's 14 labels read from generated and reference reports by "
                          "jpg_jax/findings.py, positives only)"))
