@@ -19,7 +19,7 @@ from jpg_jax import steps
 from jpg_jax.models import jpg as jpg_lib
 
 # Dense bf16 peak FLOP/s per chip (vendor figures) for the accelerators the README sizes runs for.
-PEAK_FLOPS = {"tpu-v4": 275e12, "tpu-v5e": 197e12, "tpu-v5p": 459e12, "h100": 989e12, "h200": 989e12}
+PEAK_FLOPS = {"a100": 312e12, "tpu-v4": 275e12, "tpu-v5e": 197e12, "tpu-v5p": 459e12, "h100": 989e12, "h200": 989e12}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,8 @@ def implied_step_time(flops: float, chips: int, peak_flops_per_chip: float, util
 
 # (name, chips, peak key): slices the README sizes runs for. v4-32 = 16 chips (32 TensorCores, 4 hosts),
 # v5litepod-64 = 64 chips (16 hosts).
-SLICES = (("TPU v4-32", 16, "tpu-v4"), ("TPU v5e-64", 64, "tpu-v5e"))
+SLICES = (("one A100", 1, "a100"), ("TPU v4-8", 4, "tpu-v4"), ("TPU v4-32", 16, "tpu-v4"),
+          ("TPU v5e-64", 64, "tpu-v5e"))
 
 
 def table(config, utilisation: float = 0.4) -> str:
