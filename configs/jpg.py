@@ -161,7 +161,7 @@ def _paper(s: provenance.Sourced) -> None:
   s("model.cmm_size", 2048, CMN, "R2GenCMN train_iu_xray.sh --cmm_size 2048")
   s("model.cmm_top_k", 32, CMN, "R2GenCMN main_train.py --topk 32")
   s("model.visual_positions", False, R2GEN, "R2Gen's encoder inputs carry no positions (CMN's do: :cmn)")
-  s("model.remat", "", OURS, "rematerialisation: memory against time, the same results (docs: Performance)")
+  s("model.remat", "", OURS, "rematerialisation: memory against time, the same results (docs/performance.md)")
   s("compute_dtype", "float32", R2GEN, "R2Gen trains in float32 (bfloat16 on TPU is a user's choice)")
   s("resnet_checkpoint", "", P,
     "Sec. 4.4: ImageNet weights, converted by jpg_jax.tools.convert_resnet; a real-data run without them "

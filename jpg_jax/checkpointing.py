@@ -143,17 +143,21 @@ class StageCheckpoints:
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables))
     return self.manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE]
 
-  def ranked_steps(self) -> list[int]:
-    """Every step, best first: those with the validation metric by it (ties: the earlier), then the rest
-    newest first. ``best_step`` is the first."""
+  def scores(self) -> dict[int, float]:
+    """The validation metric of every step that has one."""
     known = {c.step: c.metrics for c in self.manager._checkpoints}  # noqa: SLF001
-    scored, rest = {}, []
+    scored = {}
     for step in self.manager.all_steps():
       metrics = known.get(step) or self._meta_metrics(step)
       if metrics and self.metric in metrics:
         scored[step] = metrics[self.metric]
-      else:
-        rest.append(step)
+    return scored
+
+  def ranked_steps(self) -> list[int]:
+    """Every step, best first: those with the validation metric by it (ties: the earlier), then the rest
+    newest first. ``best_step`` is the first."""
+    scored = self.scores()
+    rest = [s for s in self.manager.all_steps() if s not in scored]
     return sorted(scored, key=lambda s: (-scored[s], s)) + sorted(rest, reverse=True)
 
   def first_intact(self, restore, steps=None):

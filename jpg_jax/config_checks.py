@@ -33,7 +33,7 @@ from jpg_jax.models import jpg as jpg_lib
 from jpg_jax.models import labeler
 from jpg_jax.models import resnet
 from jpg_jax.models import subspace
-from jpg_jax.models import transformer
+from jpg_jax.models import layers
 
 # Where things are and how they are fetched, the resume switch itself and what is logged beside the losses:
 # not what a run computes. (``dataset.worker_count`` is not one of them: a checkpoint's data-iterator state
@@ -66,7 +66,7 @@ def choices() -> dict[str, tuple]:
       "model.similarity": subspace.SIMILARITIES,
       "model.train_label_source": jpg_lib.TRAIN_LABEL_SOURCES,
       "model.head": tuple(labeler.HEADS),
-      "model.layer_norm": transformer.LAYER_NORMS,
+      "model.layer_norm": layers.LAYER_NORMS,
       "compute_dtype": ("float32", "bfloat16", "float16"),
       "train.stage1_select_metric": label_eval.METRICS,
       "train.stage2_select_metric": report_eval.METRICS,

@@ -64,29 +64,3 @@ def from_intermediates(intermediates: dict) -> dict:
     if name in intermediates:
       out[f"spread/{name}"] = spread(intermediates[name][0])
   return out
-
-
-def at_init(config, batch_size: int = 16, seed: int = 0) -> dict:
-  """The diagnostics of a config's freshly initialised model on its first ``batch_size`` training cases
-  (eval-time views, stage 1's forward in train mode), plus the mean norms of the extractor's grids and
-  of r_x: what the subspace passes on before any training. Used for the README's init figures."""
-  from jpg_jax import input_pipeline as ip             # here: the functions above stay light to import
-  from jpg_jax import mining
-  from jpg_jax import parallel
-  from jpg_jax import steps
-
-  data = ip.load_data(config)
-  patterns, _, _ = mining.stage1_labels(config, data.index["train"])
-  model = steps.create_model(config, data.vocab, patterns, stage=1)
-  optimizer, _ = steps.make_optimizer(config, steps.param_shapes(model, config), 1, 1)
-  state = steps.create_train_state(model, optimizer, config, seed, parallel.make_mesh())
-  images = ip.case_images(data.sources["train"], range(batch_size), config)
-  label_ids = jnp.zeros((batch_size, config.model.label_steps + 1), jnp.int32)
-  _, updates = model.apply(steps.variables_of(state), jnp.asarray(images), label_ids, True,
-                           method=model.labels, rngs={"dropout": jax.random.key(seed)},
-                           mutable=["batch_stats", "intermediates"])
-  inter = updates["intermediates"]
-  out = {k: float(v) for k, v in from_intermediates(inter).items()}
-  for name in ("grids", "aligned"):
-    out[f"norm/{name}"] = float(jnp.linalg.norm(inter[name][0].astype(jnp.float32), axis=-1).mean())
-  return out

@@ -21,12 +21,12 @@ from PIL import Image
 
 from jpg_jax import attention
 from jpg_jax import checkpointing
+from jpg_jax import chexpert
 from jpg_jax import clinical
 from jpg_jax import config_checks
 from jpg_jax import datasets
 from jpg_jax import errors
 from jpg_jax import evaluate as evaluate_lib
-from jpg_jax import findings
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import parallel
@@ -110,7 +110,7 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
   """Scores the test split with ``evaluator``; writes ``results_dir/test_metrics.json`` (the metrics, the
   most-frequent-report baseline, the checkpoint step, ``extra``; on the template-written synthetic data,
   the ``clinical`` block of both: ``jpg_jax/clinical.py``; on real reports, the ``chexpert`` block of both:
-  ``jpg_jax/findings.py``) and ``test_reports.jsonl`` (one row a report);
+  ``jpg_jax/chexpert.py``) and ``test_reports.jsonl`` (one row a report);
   test scalars go to ``writer`` where given."""
   metrics, rows = evaluator.run_with_reports(variables)
   references = [r["reference"] for r in rows]
@@ -130,13 +130,13 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
                                 (baseline, [baseline["report"]] * len(rows))):
       target["clinical"] = dict(clinical.report_scores(predictions, mesh),
                                 **evaluate_lib.output_statistics(predictions))
-  if findings.applies_to(config.dataset.name):     # real reports: CheXpert's labels read by our labeler
-    truth = [findings.positives(r["reference"]) for r in rows]      # each report labelled once
-    stated = [findings.positives(r["prediction"]) for r in rows]
+  if chexpert.applies_to(config.dataset.name):     # real reports: CheXpert's labels read by our labeler
+    truth = [chexpert.positives(r["reference"]) for r in rows]      # each report labelled once
+    stated = [chexpert.positives(r["prediction"]) for r in rows]
     for row, t, g in zip(rows, truth, stated):
       row["chexpert_reference"], row["chexpert_generated"] = sorted(t), sorted(g)
-    metrics["chexpert"] = findings.ce_scores(stated, truth)
-    baseline["chexpert"] = findings.ce_scores([findings.positives(baseline["report"])] * len(rows), truth)
+    metrics["chexpert"] = chexpert.ce_scores(stated, truth)
+    baseline["chexpert"] = chexpert.ce_scores([chexpert.positives(baseline["report"])] * len(rows), truth)
   metrics.update(baseline_most_frequent=baseline, checkpoint_step=int(step), num_reports=len(rows),
                  decode_policy=config.decode.policy)
   metrics.update(extra or {})
@@ -152,7 +152,7 @@ def write_test_results(config, results_dir, evaluator: report_eval.ReportEvaluat
     summary.update({f"clinical_{k}": metrics["clinical"][k] for k in ("micro_f1", "strict_micro_f1")})
   if "chexpert" in metrics:
     summary.update({f"chexpert_{k}": metrics["chexpert"][k] for k in ("micro_f1", "macro_f1")})
-  logging.info("Test: %s; baseline: %s", summary, {k: baseline[k] for k in evaluate_lib.CAPTION_KEYS})
+  logging.debug("Test: %s; baseline: %s", summary, {k: baseline[k] for k in evaluate_lib.CAPTION_KEYS})
   if writer is not None:
     writer.write_scalars(int(step), {f"test/{k}": v for k, v in summary.items()})
     writer.flush()

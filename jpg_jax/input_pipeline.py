@@ -39,8 +39,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from PIL import Image
 
+from jpg_jax import chexpert
 from jpg_jax import datasets
-from jpg_jax import findings
 from jpg_jax import labels as labels_lib
 from jpg_jax import text
 from jpg_jax.datasets import common
@@ -315,9 +315,9 @@ def load_data(config) -> Data:
   builder = datasets.get_builder(d.name, d.data_dir)
   sources = {s: open_split(d.name, s, d.data_dir) for s in builder.info.splits}
   labeler = builder.info.metadata.get("labeler") if builder.info.metadata else None
-  if labeler and labeler != findings.LABELER_VERSION:
-    logging.warning("%s's labels were written by findings labeler %s; this code's labeler is %s. Delete %s "
-                    "to rebuild them with it.", d.name, labeler, findings.LABELER_VERSION, builder.data_dir)
+  if labeler and labeler != chexpert.LABELER_VERSION:
+    logging.warning("%s's labels were written by CheXpert labeler %s; this code's labeler is %s. Delete %s "
+                    "to rebuild them with it.", d.name, labeler, chexpert.LABELER_VERSION, builder.data_dir)
   cleaning = datasets.report_cleaning(d.name)
   index = {s: SplitIndex.read(src, cleaning) for s, src in sources.items()}
   vocab = text.Vocabulary.build(index["train"].reports, d.vocab_threshold)

@@ -77,7 +77,7 @@ def select_simple_patterns(terms_per_report: Sequence[Sequence[str]], num_patter
   keep = set(patterns)
   indices = [i for i, p in enumerate(per_report) if p in keep]
   share = len(indices) / max(len(per_report), 1)
-  logging.info("Stage-1 simple patterns: %d patterns (depth %d) keep %d of %d reports (%.1f%%).",
+  logging.debug("Stage-1 simple patterns: %d patterns (depth %d) keep %d of %d reports (%.1f%%).",
                len(patterns), depth, len(indices), len(per_report), 100 * share)
   return patterns, indices, dict(ranked)
 

@@ -1,27 +1,17 @@
-"""jpg-jax entry point: ``python -m jpg_jax.main --config=configs/jpg.py[:variant] --workdir=DIR --mode=M``.
+"""jpg-jax: python -m jpg_jax.main --config=configs/jpg.py[:VARIANTS] --workdir=DIR [--mode=MODE]
 
-Modes:
-  stats     Table 1 (images, reports, patients, average report length per split) for the config's
-            dataset, building the dataset first if it is not there yet.
-  params    parameter counts per component of the config's model (shapes only, nothing is computed).
-  cost      FLOPs per train step of both stages (XLA cost analysis of the compiled step) and the step
-            times they imply on TPU slices at 40% utilisation.
-  train     (default) the whole method: stage 1, label mining, stage 2, test evaluation (jpg_jax/train.py).
-  evaluate  re-scores the workdir's best stage-2 checkpoint on the test split.
-  predict   --images=FRONTAL,LATERAL (one file per view of the config's dataset; MIMIC-CXR: one): the
-            report and context-aware labels, and DIR/predict/attention.png.
+Modes: train (default: stage 1, label mining, stage 2, the test split), evaluate (re-score DIR's best
+checkpoint), predict (--images=FRONTAL,LATERAL: one study's report), stats (Table 1), params, cost.
 
-Several processes (a TPU pod slice: one per host; see launch_tpu.sh) run the same command; JAX's
-distributed runtime starts first (``--distributed``; on Cloud TPU, SLURM or Open MPI JAX finds the
-coordinator itself, elsewhere pass ``--coordinator_address``, ``--num_processes`` and ``--process_id``).
-Only process 0 logs at INFO and writes metrics and result files; every process reads its own share of
-each batch and takes part in checkpointing.
+Config variants, combined with commas (configs/jpg.py says what each sets; any field: --config.a.b=v):
+  (none) the paper on IU X-Ray   synthetic  the embedded default (no download)   synthetic_long  longer
+  base, projection, auxiliary  Table 2's ablations      r2gen, cmn  Table 2's baselines in the same code
+  tuned  this project's measured choices   faithful  the paper's method under :synthetic too
+  paper_split, r2gen_split  IU X-Ray's splits   mimic  MIMIC-CXR in R2Gen's layout   smoke  tests' tiny one
 
-A user error (a bad flag or config value, a missing or unreadable file, a bad image, archive or annotation
-entry, a checkpoint that does not restore, a workdir the system refuses: ``jpg_jax.errors.UserError``) ends
-in one line on stderr that names it and what to do, and exit status 2; a run that fails on its own side (a
-non-finite loss: ``errors.RunError``) in one line and exit status 1; ``--verbosity=1`` adds the traceback.
-A preempted run (SIGTERM at any point) exits with 143 (128 + SIGTERM); one stopped by ``--stop_at=STAGE:STEP`` (its first steps, for diagnostics) with 0.
+A user error ends in one line on stderr and exit status 2, a non-finite loss in one line and exit 1, a
+preempted run (SIGTERM) at a checkpoint with exit 143; the same command resumes. --verbosity=1 prints every
+scalar and traceback. A TPU pod runs the same command on every host (launch_tpu.sh, docs/tpu.md).
 """
 
 from __future__ import annotations
@@ -42,14 +32,15 @@ from jpg_jax import checkpointing
 from jpg_jax import cli
 from jpg_jax import compile_cache
 from jpg_jax import config_checks
-from jpg_jax import cpu_scheduler
+from jpg_jax import console
 from jpg_jax import cost
+from jpg_jax import cpu_scheduler
 from jpg_jax import datasets
 from jpg_jax import errors
 from jpg_jax import inference
 from jpg_jax import input_pipeline
 from jpg_jax import parallel
-from jpg_jax import stats
+from jpg_jax import table1
 from jpg_jax import train
 from jpg_jax.datasets import iu_xray
 from jpg_jax.models import param_count
@@ -124,12 +115,12 @@ def run_stats(config) -> str:
                for s in builder.info.splits}
     metadata = builder.info.metadata or {}
   order = {"train": 0, "val": 1, "test": 2}
-  rows = sorted((stats.split_stats(s, idx, len(datasets.views(name))) for s, idx in indices.items()),
+  rows = sorted((table1.split_stats(s, idx, len(datasets.views(name))) for s, idx in indices.items()),
                 key=lambda r: order.get(r.split, 3))
   paper = name.startswith("iu_xray/")
-  table = stats.format_table(name, rows, stats.PAPER_TABLE1 if paper else None)
+  table = table1.format_table(name, rows, table1.PAPER_TABLE1 if paper else None)
   if paper:
-    table += "\n" + stats.PAPER_TABLE1_NOTE
+    table += "\n" + table1.PAPER_TABLE1_NOTE
   for key in ("excluded", "skipped", "empty_reports"):
     if metadata.get(key):
       table += f"\n{key}: {dict(metadata[key])}"
@@ -193,9 +184,20 @@ def original_names(metrics: dict) -> str:
   return "\n".join(f"\t{'test_' + k:15s}: {metrics[k]}" for k in ORIGINAL_KEYS if k in metrics)
 
 
+def where_results_are(workdir: str) -> str:
+  """The end of the main job's console: where its results, curves and example pages are."""
+  return "\n".join((
+      f"Results: {epath.Path(workdir) / 'results'} (test_metrics.json, test_reports.jsonl)",
+      f"Curves: tensorboard --logdir={epath.Path(workdir) / 'logs'}  (or python -m jpg_jax.tools.curves "
+      f"--workdir={workdir})",
+      f"Reports beside their references: python -m jpg_jax.tools.examples --run=JPG={workdir} "
+      f"--output=examples.md"))
+
+
 def run(config) -> None:
   """The mode the flags ask for."""
   quiet_third_party_info()
+  console.use_short_prefix()
   cpu_scheduler.use(_CPU_SCHEDULER.value)   # before JAX starts its backends
   compile_cache.enable(_COMPILATION_CACHE.value)
   parallel.initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
@@ -211,14 +213,18 @@ def run(config) -> None:
   if _MODE.value == "train":
     stop_at = StopAt(_STOP_AT.value) if _STOP_AT.value else None
     try:
-      train.train_and_evaluate(config, _WORKDIR.value, hooks=[stop_at] if stop_at else [])
+      metrics = train.train_and_evaluate(config, _WORKDIR.value, hooks=[stop_at] if stop_at else [])
+      _print(console.test_table(metrics, metrics.get("baseline_most_frequent")))
+      _print(where_results_are(_WORKDIR.value))
     except checkpointing.Preempted as stop:
       logging.warning("Stopped at a checkpoint (%s); the same command resumes there.", stop)
       if not (stop_at and stop_at.fired):
         sys.exit(143)   # 128 + SIGTERM, as a job scheduler expects of a preempted job
   elif _MODE.value == "evaluate":
     metrics = inference.evaluate_checkpoint(config, _WORKDIR.value, _OUTPUT_DIR.value)
-    _print(json.dumps({k: v for k, v in metrics.items() if k != "label_per_label"}, indent=1))
+    _print(console.test_table(metrics, metrics.get("baseline_most_frequent")))
+    _print(f"The metrics as R2Gen's and CMN's trainers log them (all: "
+           f"{epath.Path(_OUTPUT_DIR.value or epath.Path(_WORKDIR.value) / 'results') / 'test_metrics.json'}):")
     _print(original_names(metrics))
   elif _MODE.value == "predict":
     attention_png = None if _ATTENTION.value == "none" else _ATTENTION.value

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 from absl import logging
 from etils import epath
 
+from jpg_jax import console
+
 
 class LoggingWriter:
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
@@ -126,32 +128,39 @@ class MultiWriter:
 
 
 def create_default_writer(logdir: str, just_logging: bool = False) -> MultiWriter:
-  """Console everywhere; TensorBoard files in ``logdir`` unless ``just_logging`` (processes > 0)."""
-  return MultiWriter([LoggingWriter()] + ([] if just_logging else [TensorBoardWriter(logdir)]))
+  """TensorBoard files in ``logdir`` (not on processes > 0); every scalar on the console too only with
+  ``--verbosity=1``: the console's own lines are ``console.py``'s."""
+  writers = [] if just_logging else [TensorBoardWriter(logdir)]
+  if logging.get_verbosity() >= logging.DEBUG:
+    writers.append(LoggingWriter())
+  return MultiWriter(writers)
 
 
 class ReportProgress:
-  """Logs steps/s, examples/s and the ETA every ``every_steps`` steps (clu's ReportProgress, simplified)."""
+  """Steps/s and examples/s to the writer each time it is called (the training loop calls it every
+  logging interval; clu's ReportProgress, simplified), and ``console.progress_line`` at most
+  ``console.PROGRESS_LINES`` times a stage (and at its last step): the console stays a page long."""
 
-  def __init__(self, num_train_steps: int, writer, every_steps: int = 50, examples_per_step: int = 0,
-               prefix: str = ""):
-    self.total, self.writer, self.every = num_train_steps, writer, every_steps
-    self.examples_per_step, self.prefix = examples_per_step, prefix
-    self._t, self._step = None, None
+  def __init__(self, num_train_steps: int, writer, examples_per_step: int = 0, stage: int = 2,
+               start_step: int = 0):
+    self.total, self.writer, self.examples_per_step, self.stage = num_train_steps, writer, examples_per_step, stage
+    self.console_every = max(-(-num_train_steps // console.PROGRESS_LINES), 1)
+    # The first interval's rate includes compiling the step.
+    self._t, self._step = time.time(), start_step
+    self._console_t, self._console_step = self._t, start_step
 
-  def __call__(self, step: int):
+  def __call__(self, step: int, loss: float | None = None):
     now = time.time()
-    if self._t is None:
-      self._t, self._step = now, step
-      return
-    if step - self._step < self.every and step != self.total:
+    if step <= self._step:
       return
     rate = (step - self._step) / max(now - self._t, 1e-9)
-    scalars = {f"{self.prefix}steps_per_sec": rate}
+    prefix = f"stage{self.stage}/"
+    scalars = {f"{prefix}steps_per_sec": rate}
     if self.examples_per_step:
-      scalars[f"{self.prefix}examples_per_sec"] = rate * self.examples_per_step
+      scalars[f"{prefix}examples_per_sec"] = rate * self.examples_per_step
     self.writer.write_scalars(step, scalars)
-    eta = (self.total - step) / max(rate, 1e-9)
-    logging.info("%sstep %d/%d (%.1f%%), %.2f steps/s, ETA %dm%02ds", self.prefix, step, self.total,
-                 100 * step / max(self.total, 1), rate, eta // 60, eta % 60)
     self._t, self._step = now, step
+    if step - self._console_step >= self.console_every or step == self.total:
+      rate = (step - self._console_step) / max(now - self._console_t, 1e-9)
+      logging.info("%s", console.progress_line(self.stage, step, self.total, loss, rate))
+      self._console_t, self._console_step = now, step

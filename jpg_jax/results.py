@@ -1,24 +1,22 @@
-"""Reading finished runs: Table 2 beside the paper's, Fig. 3, training curves, example reports (Fig. 5).
+"""Finished runs and their tables: Table 2 beside the paper's (one run a row, or several seeds a row with
+intervals and paired tests), the clinical-efficacy table.
 
 A run is a workdir written by ``train.train_and_evaluate``: ``config.json``, ``results/test_metrics.json``,
 ``results/test_reports.jsonl`` (per-report predictions and scores) and ``logs/`` (TensorBoard events).
-Every number printed here is read from those files; the paper's are copied from its Table 2.
-The command-line front ends are ``jpg_jax.tools.compare``, ``.curves``, ``.examples`` and ``.attention_map``.
+Every number printed here is read from those files; the paper's are copied from its Table 2. Figures of
+runs are ``figures.py``'s, example pages ``example_pages.py``'s; the command-line front ends are
+``jpg_jax.tools.compare``, ``.seeds``, ``.curves`` and ``.examples``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import html
 import json
 import os
-import struct
 from typing import Mapping, Sequence
 
 import numpy as np
 from etils import epath
-from tensorboardX.proto import event_pb2
 
 from jpg_jax import errors
 from jpg_jax import evaluate as evaluate_lib
@@ -341,7 +339,7 @@ CLINICAL_COLUMNS = {"micro_f1": "CE micro-F1", "macro_f1": "CE macro-F1", "stric
 def format_clinical(runs: Sequence[Run], markdown: bool = False, block: str = "clinical") -> str:
   """The ``clinical`` block of every run that has one (``jpg_jax/clinical.py``: findings read from the
   reports against the cases' true findings), or with ``block='chexpert'`` the CheXpert labels' CE scores
-  of real reports (``jpg_jax/findings.py``), and the most-frequent-report baseline of the first; '' when
+  of real reports (``jpg_jax/chexpert.py``), and the most-frequent-report baseline of the first; '' when
   no run has one."""
   columns = CLINICAL_COLUMNS if block == "clinical" else CHEXPERT_COLUMNS
   scored = [(run.name, run.metrics[block]) for run in runs if block in run.metrics]
@@ -362,162 +360,3 @@ def format_clinical(runs: Sequence[Run], markdown: bool = False, block: str = "c
 
 CHEXPERT_COLUMNS = {"micro_precision": "CE P (micro)", "micro_recall": "CE R (micro)", "micro_f1": "CE F1 (micro)",
                     "macro_precision": "CE P (macro)", "macro_recall": "CE R (macro)", "macro_f1": "CE F1 (macro)"}
-
-
-# ------------------------------------------------------------------------------------------ Fig. 3
-HEADS = ("alexnet", "nin", "googlenet")
-
-
-def fig3_values(runs: Sequence[Run]) -> dict[tuple[str, bool], float]:
-  """(head, uses the subspace) -> test label micro-F1, from the runs whose config matches."""
-  values = {}
-  for run in runs:
-    model = run.config.get("model", {})
-    if not model.get("use_labeler", True) or "label_micro_f1" not in run.metrics:
-      continue
-    key = (model.get("head", "googlenet"), bool(model.get("use_subspace", True)))
-    values[key] = float(run.metrics["label_micro_f1"])
-  return values
-
-
-def plot_fig3(values: Mapping[tuple[str, bool], float], path) -> None:
-  """Grouped bars: each head with raw extractor features and with the shared subspace."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  heads = [h for h in HEADS if any(k[0] == h for k in values)]
-  x = np.arange(len(heads))
-  fig, ax = plt.subplots(figsize=(5, 3.2))
-  for offset, (subspace, label) in zip((-0.2, 0.2), ((False, "raw features"), (True, "shared subspace"))):
-    ys = [values.get((h, subspace), np.nan) for h in heads]
-    bars = ax.bar(x + offset, ys, 0.4, label=label)
-    ax.bar_label(bars, fmt="%.3f", fontsize=7)
-  ax.set_xticks(x, [{"alexnet": "AlexNet", "nin": "NIN", "googlenet": "GoogLeNet"}[h] for h in heads])
-  ax.set_ylabel("test label micro-F1")
-  ax.set_title("Fig. 3: classification with context-aware labels")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(str(path), dpi=110)
-  plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------------ curves
-def _records(path: str):
-  """The records of a TFRecord-framed file (TensorBoard's event files): length, crc, data, crc."""
-  with open(path, "rb") as f:
-    while True:
-      head = f.read(12)
-      if len(head) < 12:
-        return
-      (length,) = struct.unpack("<Q", head[:8])
-      data = f.read(length)
-      f.read(4)
-      if len(data) < length:
-        return
-      yield data
-
-
-def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
-  """Every scalar of the TensorBoard event files in ``logdir``: tag -> [(step, value)] by step."""
-  scalars: dict[str, dict[int, float]] = {}
-  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-    for data in _records(path):
-      event = event_pb2.Event.FromString(data)
-      for value in event.summary.value:
-        if value.HasField("simple_value"):
-          scalars.setdefault(value.tag, {})[int(event.step)] = float(value.simple_value)
-        elif value.HasField("tensor") and value.tensor.float_val:
-          scalars.setdefault(value.tag, {})[int(event.step)] = float(value.tensor.float_val[0])
-  return {tag: sorted(points.items()) for tag, points in scalars.items()}
-
-
-DEFAULT_CURVES = ("stage1/train_loss", "stage1/val_label_log_likelihood", "stage1/val_pattern_macro_f1",
-                  "stage2/train_report_loss", "stage2/train_loss", "stage2/val_BLEU_4", "stage2/val_ROUGE_L",
-                  "stage2/val_distinct_reports")
-
-
-def plot_curves(scalars: Mapping[str, Sequence[tuple[int, float]]], path,
-                tags: Sequence[str] = DEFAULT_CURVES) -> list[str]:
-  """One panel per tag found; returns the tags drawn."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  tags = [t for t in tags if scalars.get(t)]
-  if not tags:
-    raise ValueError(f"None of the tags {list(tags)} is in the logs (found {sorted(scalars)[:20]}).")
-  cols = min(3, len(tags))
-  rows = -(-len(tags) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
-  for ax, tag in zip(axes.flat, tags):
-    steps, values = zip(*scalars[tag])
-    ax.plot(steps, values, marker="." if len(steps) < 30 else None)
-    ax.set_title(tag, fontsize=9)
-    ax.set_xlabel("step", fontsize=8)
-    ax.tick_params(labelsize=7)
-  for ax in list(axes.flat)[len(tags):]:
-    ax.axis("off")
-  fig.tight_layout()
-  fig.savefig(str(path), dpi=100)
-  plt.close(fig)
-  return tags
-
-
-# ------------------------------------------------------------------------------------------ Fig. 5
-def findings_score(row: dict) -> int:
-  """Finding kinds a report names that the case has, minus those it names that the case has not (rows of
-  template-written synthetic data carry ``findings_stated`` and ``findings_true``: MeSH-style terms)."""
-  from jpg_jax.datasets import synthetic_findings
-  kinds = lambda key: {f.kind for f in map(synthetic_findings.finding_from_term, row.get(key, ())) if f}
-  stated, true = kinds("findings_stated"), kinds("findings_true")
-  return len(stated & true) - len(stated - true)
-
-
-def pick_examples(runs: Sequence[Run], num: int, by: str = "BLEU_4") -> list[str]:
-  """Ids where the last run beats the first by most on ``by`` (Fig. 5 shows where JPG helps): a caption
-  metric, or 'findings' (``findings_score``: where the last names more of the case's findings; BLEU-4
-  breaks ties); then by id."""
-  first, last = runs[0].by_id, runs[-1].by_id
-  common = [i for i in last if i in first]
-  bleu = lambda i: last[i]["scores"]["BLEU_4"] - first[i]["scores"]["BLEU_4"]
-  if by == "findings":
-    gain = lambda i: (findings_score(last[i]) - findings_score(first[i]), bleu(i))
-  else:
-    gain = lambda i: (last[i]["scores"][by] - first[i]["scores"][by],)
-  return sorted(common, key=lambda i: (tuple(-g for g in gain(i)), i))[:num]
-
-
-def examples_page(runs: Sequence[Run], ids: Sequence[str], fmt: str = "md") -> str:
-  """Ground truth and each run's report (and JPG's labels) side by side, one row per id."""
-  by_id = [r.by_id for r in runs]
-  for i in ids:
-    for run, rows in zip(runs, by_id):
-      if i not in rows:
-        raise KeyError(f"{i} is not in {run.name}'s test reports.")
-  labels = lambda row: ", ".join(f"<{l}>" for l in row.get("predicted_labels", [])) or "-"
-  # The findings a report states (template-written synthetic data: jpg_jax/clinical.py), where scored.
-  findings = lambda row, key: (f"; findings: {', '.join(row[key]) or 'none'}" if key in row else "")
-  if fmt == "html":
-    esc = html.escape
-    head = "".join(f"<th>{esc(r.name)}</th>" for r in runs)
-    body = []
-    for i in ids:
-      ref = by_id[0][i]["reference"]
-      cells = "".join(f"<td>{esc(rows[i]['prediction'])}<br><small>BLEU-4 {rows[i]['scores']['BLEU_4']:.3f}"
-                      f"; labels: {esc(labels(rows[i]))}{esc(findings(rows[i], 'findings_stated'))}"
-                      f"</small></td>" for rows in by_id)
-      truth = esc(findings(by_id[0][i], "findings_true")[2:])
-      body.append(f"<tr><td><code>{esc(i)}</code></td><td>{esc(ref)}<br><small>{truth}</small></td>"
-                  f"{cells}</tr>")
-    return ("<!doctype html><meta charset='utf-8'><title>Example reports</title>\n"
-            "<table border='1' cellpadding='4'>\n"
-            f"<tr><th>id</th><th>ground truth</th>{head}</tr>\n" + "\n".join(body) + "\n</table>\n")
-  lines = ["| id | ground truth | " + " | ".join(r.name for r in runs) + " |",
-           "|---|---|" + "---|" * len(runs)]
-  cell = lambda s: s.replace("|", "\\|")
-  for i in ids:
-    truth = findings(by_id[0][i], "findings_true")[2:]
-    row = [f"`{i}`", cell(by_id[0][i]["reference"]) + (f"<br>*{cell(truth)}*" if truth else "")]
-    row += [cell(rows[i]["prediction"]) + f"<br>*BLEU-4 {rows[i]['scores']['BLEU_4']:.3f}; labels: "
-            f"{cell(labels(rows[i]))}{cell(findings(rows[i], 'findings_stated'))}*" for rows in by_id]
-    lines.append("| " + " | ".join(row) + " |")
-  return "\n".join(lines) + "\n"

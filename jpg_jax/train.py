@@ -53,6 +53,7 @@ from etils import epath
 
 from jpg_jax import checkpointing
 from jpg_jax import config_checks
+from jpg_jax import console
 from jpg_jax import errors
 from jpg_jax import feature_cache
 from jpg_jax import inference
@@ -164,10 +165,10 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
     stage.train_iter.set_state(data_state)
     logging.info("Stage %d: resumed at step %d.", stage.number, latest)
   step = int(state["step"])
+  best_seen = max(ckpt.scores().values(), default=None) if resumed is not None else None   # console only
   history.drop_after(prefix, step)   # rows of steps a killed run logged past its last checkpoint
   eval_every = max(int(t.eval_every_epochs * stage.steps_per_epoch), 1)
-  progress = metric_writers.ReportProgress(stage.num_steps, writer, t.log_every_steps, t.batch_size,
-                                           prefix=prefix)
+  progress = metric_writers.ReportProgress(stage.num_steps, writer, t.batch_size, stage.number, step)
   sums, count = None, 0
   with preemption, _finishing_writes(ckpt):
     while step < stage.num_steps:
@@ -176,7 +177,6 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
       step += 1
       sums = terms if sums is None else jax.tree.map(jnp.add, sums, terms)
       count += 1
-      progress(step)
       boundary = step % eval_every == 0 or step == stage.num_steps
       stop = preemption.reached() | any([hook(stage.number, step) for hook in hooks])
       if step % t.log_every_steps == 0 or boundary or stop:
@@ -188,12 +188,16 @@ def run_stage(stage: Stage, state, *, config, mesh, writer, history, preemption:
         means[f"{prefix}learning_rate"] = float(stage.learning_rate(step - 1))
         writer.write_scalars(step, means)
         history.write_scalars(step, means)
+        progress(step, means[f"{prefix}train_loss"])
         sums, count = None, 0
       metrics = None
       if boundary:   # validated before a stop too: a resumed run does not validate this step again
         if stage.precise_bn is not None:
           state = stage.precise_bn(state)
         metrics = stage.evaluate(steps.variables_of(state))
+        logging.info("%s", console.validation_line(stage.number, step, metrics, ckpt.metric, best_seen))
+        if ckpt.metric in metrics:
+          best_seen = max(metrics[ckpt.metric], -np.inf if best_seen is None else best_seen)
         val = {f"{prefix}val_{k}": v for k, v in metrics.items()}
         writer.write_scalars(step, val)
         history.write_scalars(step, val)
@@ -422,7 +426,9 @@ def stage1_and_mining(config, workdir: epath.Path, data: ip.Data, mesh, loop: di
   label_set, assigned, mined = mining.mine(config, train_index, generated, patterns)
   if lead:
     mining.write_mined(workdir / "labels", label_set, mined)
-  logging.info("Mined %d context-aware labels:\n%s", len(label_set), label_set.describe())
+  top = ", ".join(f"<{' '.join(l)}> {label_set.counts.get(l, 0)}" for l in label_set.labels[:3])
+  logging.info("Mined %d context-aware labels (%s, ...; all in %s).", len(label_set), top, workdir / "labels")
+  logging.debug("Mined labels, with their counts:\n%s", label_set.describe())
   if "warning" in mined:
     logging.warning("%s", mined["warning"])
   return Stage1Outcome(label_set, assigned, mined, stage1_test, steps.variables_of(stage1_state), stage1_grids)
@@ -460,13 +466,13 @@ def warn_random_extractor(config) -> None:
   synthetic configs train a small ResNet from scratch on purpose."""
   if config_checks.pretrained_extractor(config) or config.model.frozen_extractor:
     return
-  message = (f"The visual extractor (ResNet-{config.model.resnet_depth}) starts from a random init; the "
-             f"paper uses ImageNet weights (Sec. 4.4): convert them with jpg_jax.tools.convert_resnet and "
-             f"set --config.resnet_checkpoint.")
   if config.dataset.name.startswith("synthetic_cxr"):
-    logging.info("%s", message)
+    logging.info("The visual extractor (ResNet-%d) starts from a random init (on synthetic data, as every "
+                 "row of its Table 2 does).", config.model.resnet_depth)
   else:
-    logging.warning("%s", message)
+    logging.warning("The visual extractor (ResNet-%d) starts from a random init; the paper uses ImageNet "
+                    "weights (Sec. 4.4): jpg_jax.tools.convert_resnet converts them for "
+                    "--config.resnet_checkpoint.", config.model.resnet_depth)
 
 
 # ============================================================================================ an imported run

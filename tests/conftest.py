@@ -73,7 +73,7 @@ def tiny_synthetic(tmp_path_factory):
 # summed per file). pytest-xdist's ``loadfile`` hands whole files to its 2 workers in collection order, so
 # the longest go first (longest-processing-time scheduling): two long files started last would leave one
 # worker running alone at the end. Files not listed are short and go last, in their usual order.
-_SECONDS = {"test_train.py": 577, "test_data_parallel.py": 446, "test_models.py": 200, "test_decode.py": 62,
+_SECONDS = {"test_train.py": 330, "test_reliability.py": 250, "test_data_parallel.py": 446, "test_models.py": 200, "test_decode.py": 62,
             "test_optim.py": 70, "test_cost.py": 38, "test_parity.py": 48, "test_synthetic_cxr.py": 42,
             "test_iu_xray.py": 44, "test_evaluate.py": 30, "test_convert.py": 13, "test_errors.py": 13,
             "test_probe.py": 25, "test_diagnostics.py": 56, "test_configs.py": 9, "test_feature_cache.py": 70,

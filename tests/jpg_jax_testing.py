@@ -2,6 +2,26 @@
 
 import socket
 
+from configs import jpg
+
+
+def smoke_config(data_dir, *variants):
+  """The smoke config (a tiny model for tests) with ``variants`` on the dataset in ``data_dir``."""
+  config = jpg.get_config(",".join(("smoke",) + variants))
+  config.unlock()
+  config.dataset.data_dir = data_dir
+  config.lock()
+  return config
+
+
+def base_config(data_dir, **train):
+  """The smoke config's BASE (no stage 1: the shortest whole run), with ``train`` fields overridden."""
+  config = smoke_config(data_dir, "base")
+  config.unlock()
+  config.train.update(train)
+  config.lock()
+  return config
+
 
 def free_port() -> int:
   """A TCP port that was free a moment ago (for a jax.distributed coordinator on localhost)."""

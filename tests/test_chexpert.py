@@ -1,11 +1,11 @@
-"""The findings labeler (jpg_jax/findings.py): negation, uncertainty and their scopes on written sentences,
+"""The findings labeler (jpg_jax/chexpert.py): negation, uncertainty and their scopes on written sentences,
 the MeSH mapping, and its agreement with IU X-Ray's human annotation pinned on the real archive."""
 
 import pytest
 
-from jpg_jax import findings
+from jpg_jax import chexpert
 
-P, N, U = findings.POSITIVE, findings.NEGATIVE, findings.UNCERTAIN
+P, N, U = chexpert.POSITIVE, chexpert.NEGATIVE, chexpert.UNCERTAIN
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -33,11 +33,11 @@ P, N, U = findings.POSITIVE, findings.NEGATIVE, findings.UNCERTAIN
     ("", {"No Finding": P}),
 ])
 def test_label_report(text, expected):
-  assert findings.label_report(text) == expected
+  assert chexpert.label_report(text) == expected
 
 
 def test_positives_are_what_ce_scores_count():
-  assert findings.positives("Possible effusion. Large right pneumothorax. No edema.") == {"Pneumothorax"}
+  assert chexpert.positives("Possible effusion. Large right pneumothorax. No edema.") == {"Pneumothorax"}
 
 
 @pytest.mark.parametrize("terms, expected", [
@@ -49,11 +49,11 @@ def test_positives_are_what_ce_scores_count():
     (("Opacity/lung/base/left", "Nodule/lung/upper lobe"), {"Lung Opacity", "Lung Lesion"}),
 ])
 def test_mesh_observations(terms, expected):
-  assert findings.mesh_observations(terms) == expected
+  assert chexpert.mesh_observations(terms) == expected
 
 
 def test_agreement_counts():
-  a = findings.agreement([{"Edema"}, {"Edema", "Fracture"}, set()], [{"Edema"}, set(), {"Fracture"}],
+  a = chexpert.agreement([{"Edema"}, {"Edema", "Fracture"}, set()], [{"Edema"}, set(), {"Fracture"}],
                          observations=("Edema", "Fracture"))
   assert a["per_observation"]["Edema"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3),
                                            "support": 1}
@@ -71,14 +71,14 @@ PINNED_F1 = {"No Finding": 0.967, "Enlarged Cardiomediastinum": 0.578, "Cardiome
 
 def test_agreement_with_mesh_on_the_real_archive(iu_reports, r2gen_annotation):
   from jpg_jax.datasets import openi
-  result = findings.mesh_agreement(iu_reports)
+  result = chexpert.mesh_agreement(iu_reports)
   assert result["num_reports"] == 3832
   got = {o: round(v["f1"], 3) for o, v in result["per_observation"].items()}
   assert got == PINNED_F1
   assert (round(result["micro"]["precision"], 3), round(result["micro"]["recall"], 3),
           round(result["micro"]["f1"], 3), round(result["macro"]["f1"], 3)) == (0.936, 0.907, 0.921, 0.825)
   test_ids = {openi.uid_from_r2gen_id(e["id"]) for e in r2gen_annotation["test"]} & set(iu_reports)
-  held = findings.mesh_agreement(iu_reports, test_ids)
+  held = chexpert.mesh_agreement(iu_reports, test_ids)
   assert held["num_reports"] == 565 and round(held["micro"]["f1"], 3) == 0.940
 
 

@@ -65,7 +65,8 @@ def test_scores_over_kinds_and_strict():
 
 
 def test_examples_are_picked_where_the_last_run_names_more_findings():
-  """``results.pick_examples(by='findings')``: right minus wrong finding kinds, BLEU-4 breaking ties."""
+  """``example_pages.pick_examples(by='findings')``: right minus wrong finding kinds, BLEU-4 breaking ties."""
+  from jpg_jax import example_pages
   from jpg_jax import results
   true = ["Pneumothorax/right/large", "Cardiomegaly/mild"]
   def row(i, stated, bleu):
@@ -74,6 +75,6 @@ def test_examples_are_picked_where_the_last_run_names_more_findings():
   last = [row("a", true[:1], 0.1), row("b", true, 0.2), row("c", true[:1], 0.9),
           row("d", ["Pneumothorax/right/large", "Opacity/lung/base/left"], 0.9)]
   runs = [results.Run(n, "", {}, rows, {}) for n, rows in (("BASE", first), ("JPG", last))]
-  assert results.findings_score(last[3]) == 0 and results.findings_score(last[1]) == 2
-  assert results.pick_examples(runs, 4, by="findings") == ["b", "c", "a", "d"]
-  assert results.pick_examples(runs, 2) == ["c", "d"]
+  assert example_pages.findings_score(last[3]) == 0 and example_pages.findings_score(last[1]) == 2
+  assert example_pages.pick_examples(runs, 4, by="findings") == ["b", "c", "a", "d"]
+  assert example_pages.pick_examples(runs, 2) == ["c", "d"]

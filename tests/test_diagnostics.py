@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jpg_jax import diagnostics
+from jpg_jax.tools import diagnose
 from jpg_jax.models import subspace
 
 
@@ -77,7 +78,7 @@ def test_at_init_reads_the_config_model_on_real_batches(tiny_synthetic):
     config.dataset.data_dir = tiny_synthetic[0]
     config.model.update(model)
     config.lock()
-    return diagnostics.at_init(config, batch_size=4)
+    return diagnose.at_init(config, batch_size=4)
 
   eq10 = dict(subspace_residual=False)   # r_x = S B~ alone, as the default (Eq. 10 as written)
   cosine = at_init(similarity="cosine", basis_init_std=1.0, **eq10)

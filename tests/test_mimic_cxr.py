@@ -15,9 +15,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import jpg
+from jpg_jax import chexpert
 from jpg_jax import datasets
 from jpg_jax import errors
-from jpg_jax import findings
 from jpg_jax import input_pipeline as ip
 from jpg_jax import labels as labels_lib
 from jpg_jax import text
@@ -43,7 +43,7 @@ def _report(rng: np.random.Generator, k: int) -> tuple[str, tuple[str, ...]]:
   """A MIMIC-style report and the terms it states: normal, or one or two findings."""
   kinds = [o for o in SENTENCES if o != "normal"]
   chosen = [] if k % 3 == 0 else sorted(rng.choice(kinds, size=1 + (k % 3 == 2), replace=False).tolist(),
-                                         key=findings.OBSERVATIONS.index)
+                                         key=chexpert.OBSERVATIONS.index)
   sentences = [SENTENCES[o][0] for o in chosen] or list(rng.choice(SENTENCES["normal"], 2, replace=False))
   body = "\n ".join(["PA and lateral views of the chest.  Compared to ___."] + sentences)
   return f"FINDINGS:\n {body}", tuple(chosen) or ("normal",)
@@ -99,7 +99,7 @@ def test_builds_r2gens_split_with_one_image_and_the_reports_terms(mimic_dir, bui
   data_dir, builder = built
   assert {k: v.num_examples for k, v in builder.info.splits.items()} == SIZES
   assert datasets.views("mimic_cxr/r2gen") == ("image",) and "frontal" not in builder.info.features
-  assert builder.info.metadata["labeler"] == findings.LABELER_VERSION
+  assert builder.info.metadata["labeler"] == chexpert.LABELER_VERSION
   assert builder.info.metadata["empty_reports"] == {} and builder.info.metadata["skipped"] == {}
   by_id = {e["id"]: e for s in annotation.values() for e in s}
   source = builder.as_data_source("train")
@@ -222,7 +222,7 @@ def test_a_mimic_run_trains_on_one_view_and_scores_chexpert(built, mimic_dir, tm
   # Stage 1's patterns are single observations (the labeler's terms), and the vocabulary is R2Gen's:
   # tokens of the cleaned training reports seen at least 10 times.
   patterns = labels_lib.LabelSet.load(tmp_path / "run" / "labels" / "stage1_patterns.json")
-  observations = {mimic_cxr.report_terms(o)[0].lower().replace(" ", "_") for o in findings.OBSERVATIONS[1:]}
+  observations = {mimic_cxr.report_terms(o)[0].lower().replace(" ", "_") for o in chexpert.OBSERVATIONS[1:]}
   assert patterns.labels and all(len(p) == 1 and p[0] in observations | {"normal"} for p in patterns.labels)
   vocab = text.Vocabulary.load(tmp_path / "run" / "vocab.json")
   index = ip.SplitIndex.read(ip.open_split(config.dataset.name, "train", data_dir), "mimic_cxr")
@@ -252,7 +252,7 @@ def test_a_dataset_labelled_by_another_labeler_is_named(built, mimic_dir, monkey
   manual, _, _ = mimic_dir
   config = mimic_smoke_config(data_dir, manual)
   ip.load_data(config)
-  assert "findings labeler" not in caplog.text
-  monkeypatch.setattr(findings, "LABELER_VERSION", "0123456789ab")
+  assert "CheXpert labeler" not in caplog.text
+  monkeypatch.setattr(chexpert, "LABELER_VERSION", "0123456789ab")
   ip.load_data(config)
-  assert "written by findings labeler" in caplog.text and "Delete" in caplog.text
+  assert "written by CheXpert labeler" in caplog.text and "Delete" in caplog.text

@@ -6,7 +6,12 @@ from jpg_jax.datasets.iu_xray import IuXray  # noqa: F401  (registers iu_xray)
 from jpg_jax.datasets.mimic_cxr import MimicCxr  # noqa: F401  (registers mimic_cxr)
 from jpg_jax.datasets.synthetic_cxr import SyntheticCxr  # noqa: F401  (registers synthetic_cxr)
 
+import contextlib
+import io
+import time
+
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 
 from jpg_jax import errors
@@ -54,6 +59,23 @@ def prepare(name: str, data_dir: str, manual_dir: str | None = None, download: b
     raise errors.MissingFileError(
         f"The manual dir {manual_dir} (dataset.manual_dir) does not exist: {name} is built from the files "
         f"there (data/README.md); {remedy}.")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None)
+  if builder.is_prepared():
+    return builder
+  # One line before and after instead of TFDS's bars (one per split and per shuffle); --verbosity=1
+  # keeps them.
+  verbose = logging.get_verbosity() >= logging.DEBUG
+  if not verbose:
+    tfds.disable_progress_bar()
+  logging.info("Building %s in %s (once; later runs read it) ...", name, data_dir)
+  start = time.time()
+  # TFDS also prints two lines of its own (where the dataset goes, that it is there).
+  try:
+    with contextlib.redirect_stdout(io.StringIO()) if not verbose else contextlib.nullcontext():
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None)
+  finally:
+    if not verbose:
+      tfds.enable_progress_bar()
+  logging.info("Built %s in %.0f s: %s.", name, time.time() - start,
+               ", ".join(f"{split} {info.num_examples}" for split, info in builder.info.splits.items()))
   return builder

@@ -25,7 +25,7 @@ model writes cleaned text, and R2GenCMN's ``compute_ce.py`` labels what the mode
 decode to), where those marks are gone, so a report's terms and its CE reference can differ on a few
 reports ("no pneumothorax; small left pleural effusion"). Stage 1's simple patterns are then the reports with
 one observation; the mined labels are sequences of observations. ``info.metadata['labeler']`` records the
-labeler that wrote them (``findings.LABELER_VERSION``): a dataset built by an older labeler is rebuilt by
+labeler that wrote them (``chexpert.LABELER_VERSION``): a dataset built by an older labeler is rebuilt by
 deleting its folder.
 
 Builder configs:
@@ -53,8 +53,8 @@ import logging
 import tensorflow_datasets as tfds
 from etils import epath
 
+from jpg_jax import chexpert
 from jpg_jax import errors
-from jpg_jax import findings
 from jpg_jax.datasets import common
 
 VIEWS = ("image",)
@@ -114,7 +114,7 @@ class MimicCxr(tfds.core.GeneratorBasedBuilder):
     splits, empty = entries_by_split(annotation, manual / "annotation.json")
     self._skipped = collections.Counter()
     self.info.metadata.update(empty_reports=dict(empty), skipped=self._skipped,
-                              labeler=findings.LABELER_VERSION)
+                              labeler=chexpert.LABELER_VERSION)
     logging.info("mimic_cxr/%s: %s; empty reports (kept, as R2Gen) %s", self.builder_config.name,
                  {k: len(v) for k, v in splits.items()}, dict(empty))
     return {s: self._generate_examples(items, manual / "images") for s, items in splits.items() if items}
@@ -140,8 +140,8 @@ class MimicCxr(tfds.core.GeneratorBasedBuilder):
 
 def report_terms(report: str) -> tuple[str, ...]:
   """The report's positive CheXpert observations as terms, ``normal`` for No Finding (module docstring)."""
-  found = findings.positives(report)
-  return tuple("normal" if o == "No Finding" else o for o in findings.OBSERVATIONS if o in found)
+  found = chexpert.positives(report)
+  return tuple("normal" if o == "No Finding" else o for o in chexpert.OBSERVATIONS if o in found)
 
 
 def read_annotation(path: epath.Path) -> dict:

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jpg_jax.models import layers
+
 xavier = nn.initializers.xavier_uniform()
 
 
@@ -61,11 +63,10 @@ class RelationalMemoryCell(nn.Module):
 
   @nn.compact
   def __call__(self, memory, y):
-    from jpg_jax.models import transformer   # the attention R2Gen's memory shares with its Transformer
     b, d = y.shape[0], self.d_model
     m = memory.reshape(b, self.num_slots, d)
     kv = jnp.concatenate([m, y[:, None].astype(m.dtype)], axis=1)
-    attended, _ = transformer.MultiHeadAttention(self.num_heads, d, self.dropout, self.dtype, name="attn")(
+    attended, _ = layers.MultiHeadAttention(self.num_heads, d, self.dropout, self.dtype, name="attn")(
         m, kv, True, not self.deterministic)
     nxt = m + attended
     dense = lambda n, name: nn.Dense(n, dtype=self.dtype, kernel_init=xavier, name=name)
@@ -91,7 +92,6 @@ class ConditionalLayerNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, memory):
-    from jpg_jax.models import transformer
     d = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (d,))
     bias = self.param("bias", nn.initializers.zeros, (d,))
@@ -99,7 +99,7 @@ class ConditionalLayerNorm(nn.Module):
                                   bias_init=nn.initializers.constant(0.1), name=name)
     delta_gamma = dense("mlp_gamma_2")(nn.relu(dense("mlp_gamma_0")(memory)))
     delta_beta = dense("mlp_beta_2")(nn.relu(dense("mlp_beta_0")(memory)))
-    out = (scale + delta_gamma) * transformer.r2gen_normalize(x, self.eps) + (bias + delta_beta)
+    out = (scale + delta_gamma) * layers.r2gen_normalize(x, self.eps) + (bias + delta_beta)
     return out.astype(self.dtype)
 
 

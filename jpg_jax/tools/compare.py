@@ -26,8 +26,9 @@ from __future__ import annotations
 from absl import app
 from absl import flags
 
-from jpg_jax import results
 from jpg_jax import cli
+from jpg_jax import figures
+from jpg_jax import results
 
 _RUNS = flags.DEFINE_multi_string("run", None, "NAME=WORKDIR of a finished run (repeat).")
 _REFERENCE = flags.DEFINE_string("reference", "BASE", "The run the significance test compares with.")
@@ -61,7 +62,7 @@ def main(argv):
         f"seeds; give each name several --run (one per seed) for mean, sd and 95% intervals.")
   blocks = (("clinical", "Clinical efficacy (findings read from the reports against the cases' true findings)"),
             ("chexpert", "Clinical efficacy (CheXpert's 14 labels read from generated and reference reports by "
-                         "jpg_jax/findings.py, positives only)"))
+                         "jpg_jax/chexpert.py, positives only)"))
   for block, title in blocks:
     text = results.format_clinical(runs, block=block)
     if text:
@@ -75,10 +76,10 @@ def main(argv):
         if text:
           f.write("\n" + text + "\n")
   if _FIG3.value:
-    values = results.fig3_values(runs)
+    values = figures.fig3_values(runs)
     if not values:
       raise app.UsageError("No run with a labeler: Fig. 3 needs runs with model.use_labeler.")
-    results.plot_fig3(values, _FIG3.value)
+    figures.plot_fig3(values, _FIG3.value)
     print(f"Fig. 3 ({len(values)} bars): {_FIG3.value}")
 
 

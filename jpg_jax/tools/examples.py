@@ -5,7 +5,7 @@
 
 Without ``--ids`` the ``--num`` test reports where the last run beats the first by most on ``--by`` are
 shown (the paper's Fig. 5 shows where JPG helps): BLEU-4 by default, or ``--by=findings`` on synthetic
-data (finding kinds named right minus named wrong, ``results.findings_score``); the page says which rule
+data (finding kinds named right minus named wrong, ``example_pages.findings_score``); the page says which rule
 picked them.
 """
 
@@ -14,8 +14,9 @@ from __future__ import annotations
 from absl import app
 from absl import flags
 
-from jpg_jax import results
 from jpg_jax import cli
+from jpg_jax import example_pages
+from jpg_jax import results
 
 _RUNS = flags.DEFINE_multi_string("run", None, "NAME=WORKDIR of a finished run (repeat; shown in order).")
 _IDS = flags.DEFINE_list("ids", [], "Test example ids to show.")
@@ -29,9 +30,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   runs = results.parse_runs(_RUNS.value)
-  ids = _IDS.value or results.pick_examples(runs, _NUM.value, _BY.value)
+  ids = _IDS.value or example_pages.pick_examples(runs, _NUM.value, _BY.value)
   fmt = "html" if _OUTPUT.value.endswith((".html", ".htm")) else "md"
-  page = results.examples_page(runs, ids, fmt)
+  page = example_pages.examples_page(runs, ids, fmt)
   if fmt == "md":
     rule = ("chosen ids" if _IDS.value else
             f"the {len(ids)} test reports where {runs[-1].name} beats {runs[0].name} by most on "

@@ -1,11 +1,11 @@
-"""The findings labeler (``jpg_jax/findings.py``) against IU X-Ray's human MeSH annotations.
+"""The findings labeler (``jpg_jax/chexpert.py``) against IU X-Ray's human MeSH annotations.
 
   python -m jpg_jax.tools.findings_agreement --archive=DIR/NLMCXR_reports.tgz \
       [--annotation=DIR/r2gen_annotation.json --split=test]
 
 Prints per-observation precision, recall and F1 of the labeler's positive observations (read from each
 report's FINDINGS and IMPRESSION) against the observations its MeSH major terms map to
-(``findings.MESH_TO_OBSERVATION``), with micro and macro averages, as a markdown table.
+(``chexpert.MESH_TO_OBSERVATION``), with micro and macro averages, as a markdown table.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from absl import app
 from absl import flags
 from etils import epath
 
-from jpg_jax import findings
+from jpg_jax import chexpert
 from jpg_jax.datasets import openi
 from jpg_jax import cli
 
@@ -35,10 +35,10 @@ def main(argv):
       raise app.UsageError("--split needs --annotation.")
     annotation = json.loads(epath.Path(_ANNOTATION.value).read_text())
     ids = sorted({openi.uid_from_r2gen_id(e["id"]) for e in annotation[_SPLIT.value]} & set(reports))
-  result = findings.mesh_agreement(reports, ids)
+  result = chexpert.mesh_agreement(reports, ids)
   print(f"{result['num_reports']} reports with text and MeSH indexing"
         + (f" (R2Gen's {_SPLIT.value} split)" if _SPLIT.value else ""))
-  print(findings.agreement_markdown(result))
+  print(chexpert.agreement_markdown(result))
 
 
 if __name__ == "__main__":

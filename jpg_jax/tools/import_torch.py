@@ -36,11 +36,6 @@ from jpg_jax import steps
 from jpg_jax import train
 from jpg_jax.tools import convert_torch
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/jpg.py:r2gen or :cmn, with the split.")
-_MODEL = flags.DEFINE_enum("model", None, ["r2gen", "cmn"], "Whose checkpoint: R2Gen's or R2GenCMN's.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "The released .pth file (model_best.pth, ...).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "A new workdir to write as a finished run.")
-
 RELEASED_KEYS = ("epoch", "state_dict", "optimizer", "monitor_best")   # modules/trainer.py, _save_checkpoint
 _EMBEDDING = re.compile(r"(^|\.)encoder_decoder\.model\.tgt_embed\.0\.lut\.weight$")
 
@@ -130,13 +125,23 @@ def _plain(value):
     return str(value)
 
 
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a program (its functions import anywhere)."""
+  config_flags.DEFINE_config_file("config", None, "configs/jpg.py:r2gen or :cmn, with the split.")
+  flags.DEFINE_enum("model", None, ["r2gen", "cmn"], "Whose checkpoint: R2Gen's or R2GenCMN's.")
+  flags.DEFINE_string("checkpoint", None, "The released .pth file (model_best.pth, ...).")
+  flags.DEFINE_string("workdir", None, "A new workdir to write as a finished run.")
+
+
 def main(argv):
   if len(argv) > 1:
     raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
-  step = import_checkpoint(_MODEL.value, _CHECKPOINT.value, _CONFIG.value, _WORKDIR.value)
-  print(f"{_CHECKPOINT.value} written to {_WORKDIR.value} as a finished run (stage2/{step}); score it with "
-        f"python -m jpg_jax.main --config=... --workdir={_WORKDIR.value} --mode=evaluate")
+  f = flags.FLAGS
+  step = import_checkpoint(f.model, f.checkpoint, f.config, f.workdir)
+  print(f"{f.checkpoint} written to {f.workdir} as a finished run (stage2/{step}); score it with "
+        f"python -m jpg_jax.main --config=... --workdir={f.workdir} --mode=evaluate")
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main, required=["config", "model", "checkpoint", "workdir"])

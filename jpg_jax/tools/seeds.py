@@ -22,12 +22,15 @@ from etils import epath
 from jpg_jax import cli
 from jpg_jax import errors
 
-_CONFIG = flags.DEFINE_string("config", None, "configs/jpg.py[:variants], as jpg_jax.main takes it.")
-_ROOT = flags.DEFINE_string("root", None, "Where the runs go: ROOT/<seed>.")
-_SEEDS = flags.DEFINE_list("seeds", ["42", "43", "44"], "The seeds.")
-_NAME = flags.DEFINE_string("name", "", "The row's name in the table (default: the config's variants).")
-_SET = flags.DEFINE_multi_string("set", [], "KEY=VALUE: --config.KEY=VALUE for every run.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands; run nothing.")
+
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a program (its functions import anywhere)."""
+  flags.DEFINE_string("config", None, "configs/jpg.py[:variants], as jpg_jax.main takes it.")
+  flags.DEFINE_string("root", None, "Where the runs go: ROOT/<seed>.")
+  flags.DEFINE_list("seeds", ["42", "43", "44"], "The seeds.")
+  flags.DEFINE_string("name", "", "The row's name in the table (default: the config's variants).")
+  flags.DEFINE_multi_string("set", [], "KEY=VALUE: --config.KEY=VALUE for every run.")
+  flags.DEFINE_bool("dry_run", False, "Print the commands; run nothing.")
 
 
 def commands(config: str, root: epath.Path, seeds, sets) -> list[list[str]]:
@@ -55,21 +58,23 @@ def row_name(config: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
-  root = epath.Path(_ROOT.value)
-  name = _NAME.value or row_name(_CONFIG.value)
-  for seed, cmd in zip(_SEEDS.value, commands(_CONFIG.value, root, _SEEDS.value, _SET.value)):
+  f = flags.FLAGS
+  root = epath.Path(f.root)
+  name = f.name or row_name(f.config)
+  for seed, cmd in zip(f.seeds, commands(f.config, root, f.seeds, f.set)):
     if (root / seed / "results" / "test_metrics.json").exists():
       continue
     print(shlex.join(cmd), flush=True)
-    if not _DRY_RUN.value:
+    if not f.dry_run:
       done = subprocess.run(cmd)
       if done.returncode:
         raise errors.UserError(f"seed {seed}: the run exited with {done.returncode} ({root / seed}); rerun to "
                                f"resume it.")
-  if not _DRY_RUN.value:
+  if not f.dry_run:
     subprocess.run([sys.executable, "-m", "jpg_jax.tools.compare", f"--reference={name}"]
-                   + [f"--run={name}={root / s}" for s in _SEEDS.value], check=True)
+                   + [f"--run={name}={root / s}" for s in f.seeds], check=True)
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main, required=["config", "root"])
