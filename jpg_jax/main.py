@@ -186,12 +186,10 @@ def original_names(metrics: dict) -> str:
 
 def where_results_are(workdir: str) -> str:
   """The end of the main job's console: where its results, curves and example pages are."""
-  return "\n".join((
-      f"Results: {epath.Path(workdir) / 'results'} (test_metrics.json, test_reports.jsonl)",
-      f"Curves: tensorboard --logdir={epath.Path(workdir) / 'logs'}  (or python -m jpg_jax.tools.curves "
-      f"--workdir={workdir})",
-      f"Reports beside their references: python -m jpg_jax.tools.examples --run=JPG={workdir} "
-      f"--output=examples.md"))
+  w = epath.Path(workdir)
+  return "\n".join((f"Results:  {w / 'results'} (test_metrics.json, test_reports.jsonl)",
+                    f"Curves:   tensorboard --logdir={w / 'logs'}",
+                    f"Examples: python -m jpg_jax.tools.examples --run=JPG={w} --output=examples.md"))
 
 
 def run(config) -> None:

@@ -315,8 +315,8 @@ def _run(config, workdir: epath.Path, mesh, hooks: Sequence[Hook], data: ip.Data
   checkpointing.write_workdir_config(config, workdir)
   if lead:
     data.vocab.save(workdir / "vocab.json")
-  logging.info("Vocabulary: %d tokens; splits %s; %d devices, %d processes.", len(data.vocab),
-               {s: len(i) for s, i in data.index.items()}, jax.device_count(), jax.process_count())
+  logging.info("Vocabulary: %d tokens; splits: %s.", len(data.vocab),
+               ", ".join(f"{s} {len(i)}" for s, i in data.index.items()))
   writer = metric_writers.create_default_writer(str(workdir / "logs"), just_logging=not lead)
   history = metric_writers.JsonlWriter(workdir / "logs" / "history.jsonl") if lead else metric_writers.NullWriter()
   loop = dict(config=config, mesh=mesh, writer=writer, history=history,

@@ -79,7 +79,7 @@ def test_progress_is_written_every_interval_and_printed_a_few_times_a_stage(capl
 
   writer = Scalars()
   progress = metric_writers.ReportProgress(620, writer, examples_per_step=16, stage=2)
-  with caplog.at_level("INFO"):
+  with caplog.at_level("INFO", logger="absl"):
     for step in range(20, 621, 20):
       progress(step, loss=1.0)
     progress(620, loss=1.0)   # a repeated step (a validation boundary) adds nothing

@@ -176,7 +176,7 @@ def test_two_runs_on_one_workdir_leave_the_first_untouched(tiny_synthetic, tmp_p
   # The first run's console (issue O): short lines, ending on the test table and where the results are.
   console = err.splitlines() + out.splitlines()
   assert len(console) <= 60 and max(map(len, console)) <= 160, err + out
-  assert out.splitlines()[0].split()[:4] == ["test", "split", "model", "most"] and "Results: " in out
+  assert out.splitlines()[0].split()[:4] == ["test", "split", "model", "most"] and "Results:  " in out
   assert second.returncode == errors.EXIT_STATUS
   line = second.stderr.strip().splitlines()[-1]
   assert line.startswith("jpg_jax.main: error: ") and f"pid {first.pid}" in line, second.stderr[-2000:]
