@@ -48,23 +48,27 @@ def progress_line(stage: int, step: int, total: int, loss: float | None, steps_p
           f"{steps_per_sec:.2f} steps/s  ETA {duration(eta)}")
 
 
-def _number(value) -> str:
-  if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 2):
-    return f"{int(value)}"
-  return f"{float(value):.3f}"
+COUNTS = ("distinct_reports",)          # shown as integers
+LENGTHS = ("mean_length",)              # one decimal; everything else is a score in [0, 1]: three
+
+
+def _number(value, key: str = "") -> str:
+  if key.split("/")[-1] in COUNTS:
+    return f"{int(round(float(value)))}"
+  return f"{float(value):.1f}" if key.split("/")[-1] in LENGTHS else f"{float(value):.3f}"
 
 
 def validation_line(stage: int, step: int, metrics: Mapping[str, float], select_metric: str,
                     best: float | None) -> str:
   """``stage 2  validation at step 124: BLEU-4 0.312, clinical micro-F1 0.54, ... (best BLEU-4 so far)``."""
-  shown = [f"{label} {_number(metrics[key])}" for key, label in VALIDATION_KEYS if key in metrics]
+  shown = [f"{label} {_number(metrics[key], key)}" for key, label in VALIDATION_KEYS if key in metrics]
   if select_metric in metrics and not any(select_metric == key for key, _ in VALIDATION_KEYS):
-    shown.insert(0, f"{select_metric} {_number(metrics[select_metric])}")
+    shown.insert(0, f"{select_metric} {_number(metrics[select_metric], select_metric)}")
   value = metrics.get(select_metric)
   label = dict(VALIDATION_KEYS).get(select_metric, select_metric)
   mark = ""
   if value is not None:
-    mark = f"  (new best {label})" if best is None or value > best else f"  (best {label} {_number(best)})"
+    mark = f"  (new best {label})" if best is None or value > best else f"  (best {label} {_number(best, select_metric)})"
   return f"stage {stage}  validation at step {step}: {', '.join(shown)}{mark}"
 
 
@@ -80,15 +84,15 @@ def _lookup(metrics: Mapping, key: str):
 def test_table(metrics: Mapping, baseline: Mapping | None = None) -> str:
   """The test metrics as a two- or three-column table: the model, and the most frequent training report
   written for every case (the floor a model that has learnt nothing reaches)."""
-  rows = [(label, _lookup(metrics, key), _lookup(baseline or {}, key)) for key, label in TEST_ROWS]
-  rows = [r for r in rows if r[1] is not None]
-  width = max(len(r[0]) for r in rows)
+  rows = [(key, label, _lookup(metrics, key), _lookup(baseline or {}, key)) for key, label in TEST_ROWS]
+  rows = [r for r in rows if r[2] is not None]
+  width = max(len(r[1]) for r in rows)
   head = f"{'test split':{width}}  {'model':>8}" + (f"  {'most frequent report':>20}" if baseline else "")
   lines = [head, "-" * len(head)]
-  for label, value, floor in rows:
-    line = f"{label:{width}}  {_number(value):>8}"
+  for key, label, value, floor in rows:
+    line = f"{label:{width}}  {_number(value, key):>8}"
     if baseline:
-      line += f"  {_number(floor) if floor is not None else '-':>20}"
+      line += f"  {_number(floor, key) if floor is not None else '-':>20}"
     lines.append(line)
   return "\n".join(lines)
 
@@ -107,9 +111,11 @@ class _Short(std_logging.Formatter):
 
 
 # Library warnings a user cannot act on: TFDS looking at a dataset folder it is about to write, orbax
-# timing its own asynchronous saves.
+# timing its own asynchronous saves and saying that inference opens a run read-only.
 UNACTIONABLE = (re.compile(r"^Variant folder .* has no dataset_info\.json"),
-                re.compile(r"^Waiting for previous save to complete took"))
+                re.compile(r"^Waiting for previous save to complete took"),
+                re.compile(r"^CheckpointManagerOptions\.read_only=True, setting save_interval_steps=0"),
+                re.compile(r"^Given directory is read only="))
 
 
 class _Unactionable(std_logging.Filter):

@@ -37,6 +37,7 @@ def test_test_table_lines_up_the_model_beside_the_most_frequent_report():
   assert lines[0].split() == ["test", "split", "model", "most", "frequent", "report"]
   rows = {l[:26].strip(): l[26:].split() for l in lines[2:]}
   assert rows["BLEU-4"] == ["0.529", "0.362"] and rows["distinct reports"] == ["78", "1"]
+  assert rows["mean length (words)"] == ["28.9", "25.0"]
   assert rows["clinical micro-F1"] == ["0.892", "0.000"] and rows["label micro-F1"] == ["0.890", "-"]
   assert "CheXpert micro-F1" not in rows and len({len(l) for l in lines}) == 1
   assert len(console.test_table({"BLEU_4": 0.1}).splitlines()[0].split()) == 3
@@ -51,6 +52,7 @@ def test_log_lines_are_short_and_unactionable_warnings_are_dropped():
   assert lines[-1].strip() == "second paragraph" and lines[1].startswith(" " * 11)
   assert not keep.filter(_record("Variant folder /x/1.0.0 has no dataset_info.json", std_logging.WARNING))
   assert not keep.filter(_record("Waiting for previous save to complete took 1.2 seconds.", std_logging.WARNING))
+  assert not keep.filter(_record("Given directory is read only=/w/stage2", std_logging.WARNING))
   assert keep.filter(_record("Stage 1: best checkpoint is step 4.")) is True
 
 
