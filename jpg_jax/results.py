@@ -111,11 +111,9 @@ def significance(run: Run, reference: Run, metric: str) -> float:
 
 def paper_row(run: Run):
   """The paper's Table 2 row for ``run`` (by name), or None: none for a run on another dataset than IU
-  X-Ray's (the paper's numbers are IU X-Ray's; a MIMIC-CXR run named JPG has no paper row to differ from)."""
-  dataset = run.config.get("dataset", {}).get("name", "") if isinstance(run.config, dict) else ""
-  if dataset.startswith("mimic_cxr"):
-    return None
-  return PAPER_TABLE2.get(run.name)
+  X-Ray's (the paper's numbers are IU X-Ray's; a synthetic or MIMIC-CXR run named JPG has no paper row
+  to differ from)."""
+  return PAPER_TABLE2.get(run.name) if paper_comparable(run) else None
 
 
 def table2(runs: Sequence[Run], reference: str = "BASE") -> dict[str, dict[str, Cell]]:
@@ -157,8 +155,9 @@ def format_table2(table: Mapping[str, Mapping[str, Cell]], reference: str = "BAS
       rows.append([name, "paper"] + [_num(c.paper) + (mark if c.paper is not None else "")
                                      for c in cells.values()])
       rows.append([name, "ours - paper"] + [_num(c.delta, signed=True) for c in cells.values()])
-  for name, values in PAPER_TABLE2.items():
-    if name not in table:
+  on_paper_data = any(c.paper is not None for cells in table.values() for c in cells.values())
+  for name, values in PAPER_TABLE2.items():   # the paper's other rows, for context on its data only
+    if on_paper_data and name not in table:
       mark = DAGGER if name in PAPER_SIGNIFICANT else ""
       rows.append([name, "paper"] + [_num(v) + (mark if v is not None else "") for v in values])
   note = (f"{DAGGER}: ours, paired t-test on per-report scores against {reference} of the same table, "

@@ -241,10 +241,11 @@ def test_table2_gives_no_paper_row_to_a_mimic_run():
   from jpg_jax import results
   metrics = {m: 0.1 for m in results.METRICS}
   runs = [results.Run("JPG", "", metrics, [], {"dataset": {"name": name}})
-          for name in ("mimic_cxr/r2gen", "iu_xray/r2gen")]
+          for name in ("mimic_cxr/r2gen", "iu_xray/r2gen", "synthetic_cxr/templates")]
   assert results.paper_row(runs[0]) is None and results.paper_row(runs[1]) == results.PAPER_TABLE2["JPG"]
+  assert results.paper_row(runs[2]) is None
   text_table = results.format_table2(results.table2(runs[:1], reference="none"))
-  assert "ours - paper" not in text_table and "ours" in text_table
+  assert "ours - paper" not in text_table and "ours" in text_table and "VisualGPT" not in text_table
 
 
 def test_a_dataset_labelled_by_another_labeler_is_named(built, mimic_dir, monkeypatch, caplog):

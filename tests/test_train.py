@@ -338,9 +338,22 @@ def two_runs(run, tmp_path_factory):
   return str(base), str(workdir)
 
 
+def _as_iu_xray(workdir, tmp_path) -> str:
+  """A copy of a finished run whose config says it ran on IU X-Ray (the paper's rows apply to it)."""
+  import shutil
+  copy = tmp_path / pathlib.Path(workdir).name
+  shutil.copytree(os.path.join(workdir, "results"), copy / "results")
+  config = json.loads(open(os.path.join(workdir, "config.json")).read())
+  config["dataset"]["name"] = "iu_xray/paper"
+  (copy / "config.json").write_text(json.dumps(config))
+  return str(copy)
+
+
 def test_compare_prints_the_jsons_numbers_beside_the_papers(two_runs, tmp_path):
   from jpg_jax import results
-  base, jpg_dir = two_runs
+  synthetic = _tool("compare", f"--run=BASE={two_runs[0]}", f"--run=JPG={two_runs[1]}")
+  assert " paper " not in synthetic and "ours - paper" not in synthetic   # the paper's rows are IU X-Ray's
+  base, jpg_dir = (_as_iu_xray(w, tmp_path / name) for w, name in zip(two_runs, ("b", "j")))
   md = tmp_path / "table2.md"
   text = _tool("compare", f"--run=BASE={base}", f"--run=JPG={jpg_dir}", f"--markdown={md}",
                f"--fig3={tmp_path / 'fig3.png'}")
