@@ -90,14 +90,14 @@ def load_or_compute(config, model: jpg_lib.JPG, variables: dict, data: ip.Data, 
                     directory) -> dict[str, np.ndarray]:
   """Every split's grids from ``directory/<cache_key>/<split>.npy``, computing the missing ones."""
   folder = epath.Path(directory) / cache_key(config, variables)
-  out = {}
+  out, read = {}, []
   for split in data.sources:
     path = folder / f"{split}.npy"
     if path.exists():
       grids = np.load(os.fspath(path), mmap_mode="r")
       if len(grids) == len(data.index[split]):
-        logging.info("Patch grids of %s read from %s.", split, path)
         out[split] = grids
+        read.append(split)
         continue
       logging.warning("%s holds %d cases, the split %d: computing it again.", path, len(grids),
                       len(data.index[split]))
@@ -108,7 +108,11 @@ def load_or_compute(config, model: jpg_lib.JPG, variables: dict, data: ip.Data, 
       with tmp.open("wb") as f:
         np.save(f, out[split])
       tmp.rename(path)
-      logging.info("Patch grids of %s (%s) written to %s.", split, out[split].shape, path)
+      logging.debug("Patch grids of %s (%s) written to %s.", split, out[split].shape, path)
+  computed = [s for s in out if s not in read]
+  done = "; ".join(f"{verb} {', '.join(splits)}" for verb, splits in (("read", read), ("computed", computed))
+                   if splits)
+  logging.info("Patch grids of the frozen extractor: %s in %s.", done, folder)
   return out
 
 
