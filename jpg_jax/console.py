@@ -41,7 +41,7 @@ def duration(seconds: float) -> str:
 
 
 def progress_line(stage: int, step: int, total: int, loss: float | None, steps_per_sec: float) -> str:
-  """``stage 2  step 120/620 ( 19%)  loss 1.234  9.27 steps/s  ETA 0m53s``."""
+  """``stage 2  step 120/620 ( 19%)  loss 1.235  9.27 steps/s  ETA 54s``."""
   eta = (total - step) / max(steps_per_sec, 1e-9)
   loss_text = f"  loss {loss:.4g}" if loss is not None else ""
   return (f"stage {stage}  step {step}/{total} ({100 * step / max(total, 1):3.0f}%){loss_text}  "
