@@ -18,10 +18,10 @@ from absl import logging
 MAX_WIDTH = 160
 PROGRESS_LINES = 8   # progress lines a stage at most (and its last step's)
 # The few validation metrics that select a checkpoint or say whether the model sees the findings, in the
-# order they are shown; a stage shows those it computes.
-VALIDATION_KEYS = (("BLEU_4", "BLEU-4"), ("clinical_micro_f1", "clinical micro-F1"),
-                   ("label_micro_f1", "label micro-F1"), ("pattern_macro_f1", "pattern macro-F1"),
-                   ("distinct_reports", "distinct reports"))
+# order they are shown; a stage shows those it computes (stage 1: labels and patterns; stage 2: BLEU-4,
+# labels, distinct reports).
+VALIDATION_KEYS = (("BLEU_4", "BLEU-4"), ("label_micro_f1", "label micro-F1"),
+                   ("pattern_macro_f1", "pattern macro-F1"), ("distinct_reports", "distinct reports"))
 # The end table's rows: (key in test_metrics.json, or "clinical/KEY", label).
 TEST_ROWS = (("BLEU_1", "BLEU-1"), ("BLEU_2", "BLEU-2"), ("BLEU_3", "BLEU-3"), ("BLEU_4", "BLEU-4"),
              ("METEOR", "METEOR"), ("ROUGE_L", "ROUGE-L"), ("label_micro_f1", "label micro-F1"),
